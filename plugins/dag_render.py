@@ -1,0 +1,73 @@
+"""Render CMDB instances into DAGs: one function, one DAG (cosmos / dag-factory style).
+
+The DAG files in ``dags/`` stay thin: load the CMDB (a local file, never a network or a
+database at parse time), then call ``render_all``.
+"""
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta, timezone
+
+from airflow.sdk import DAG
+
+from mysqlbackup.cmdb import Cmdb, Instance
+from operators.alerting import BackupFailureCallback
+from operators.backup import (CatalogBackupOperator, ChooseSourceOperator, CollectFactsOperator,
+                              FullBackupOperator, ReserveSpaceOperator, VerifyBackupOperator)
+from operators.cmdb_health import CmdbHealthOperator
+
+START = datetime(2024, 1, 1, tzinfo=timezone.utc)
+DAG_PREFIX = "mysql_backup__"
+HEALTH_DAG_ID = "mysql_backup_cmdb_health"
+
+
+def task_retries() -> int:
+    return int(os.environ.get("MYSQL_BACKUP_TASK_RETRIES", "2"))
+
+
+def backup_dag(inst: Instance, cmdb: Cmdb) -> DAG:
+    """The nightly full backup DAG of one instance."""
+    pol = inst.policy
+    replicas = tuple(cmdb.replicas_of(inst.name))
+    pool = cmdb.pool_name(inst.storage.ssh_conn_id)
+    callback = BackupFailureCallback(inst.name, inst.owner, inst.app, inst.alerts)
+    default_args = {"owner": inst.owner, "retries": task_retries(), "retry_delay": timedelta(minutes=5),
+                    "retry_exponential_backoff": True, "on_failure_callback": callback}
+    doc = (f"Full backup of **{inst.name}** ({inst.flavor} {inst.role} {inst.host}:{inst.port}, app {inst.app}, "
+           f"owner {inst.owner}). Source: a healthy replica ({', '.join(r.name for r in replicas) or 'none listed'}), "
+           f"primary allowed: {pol.allow_primary}. Storage: `{inst.storage.ssh_conn_id}:{inst.storage.base_dir}`. "
+           f"Schedule: {pol.full_schedule if pol.backup_enabled else 'manual (backup disabled in the CMDB)'}.")
+    with DAG(dag_id=DAG_PREFIX + inst.name, schedule=pol.full_schedule if pol.backup_enabled else None,
+             start_date=START, catchup=False, max_active_runs=1, default_args=default_args,
+             tags=["mysql-backup", f"app:{inst.app}"[:100], f"owner:{inst.owner}"[:100], *inst.tags],
+             doc_md=doc, dagrun_timeout=timedelta(hours=24)) as dag:
+        common = {"instance": inst, "replicas": replicas}
+        facts = CollectFactsOperator(task_id="collect_facts", **common)
+        source = ChooseSourceOperator(task_id="choose_source", **common)
+        reserve = ReserveSpaceOperator(task_id="reserve_space", **common)
+        backup = FullBackupOperator(task_id="full_backup", pool=pool, **common)
+        verify = VerifyBackupOperator(task_id="verify_backup", pool=pool, **common)
+        record = CatalogBackupOperator(task_id="catalog_backup", **common)
+        facts >> source >> reserve >> backup >> verify >> record
+    return dag
+
+
+def health_dag(cmdb: Cmdb) -> DAG:
+    """Fails (and alerts) while the CMDB has rows that cannot become DAGs."""
+    with DAG(dag_id=HEALTH_DAG_ID, schedule="@hourly", start_date=START, catchup=False, max_active_runs=1,
+             tags=["mysql-backup", "cmdb"], doc_md="Validates the CMDB; fails naming every bad row and field.",
+             default_args={"owner": "mysql-backup", "retries": 0}) as dag:
+        CmdbHealthOperator(task_id="check_cmdb", cmdb_source=cmdb.source)
+    return dag
+
+
+def render_all(cmdb: Cmdb, only_dag_id: str | None = None) -> dict[str, DAG]:
+    """Every DAG of this CMDB, in a stable order; only one when a task process asks for one."""
+    dags: dict[str, DAG] = {}
+    if only_dag_id in (None, HEALTH_DAG_ID):
+        dags[HEALTH_DAG_ID] = health_dag(cmdb)
+    for inst in cmdb.instances:
+        dag_id = DAG_PREFIX + inst.name
+        if only_dag_id is None or only_dag_id == dag_id:
+            dags[dag_id] = backup_dag(inst, cmdb)
+    return dags

@@ -1,0 +1,88 @@
+"""Failure callback: tell the instance's owner, and never leave a failed run looking usable."""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+from airflow.sdk import BaseHook
+
+from mysqlbackup.alerts import Alert, EmailNotifier, WebhookNotifier, send_all
+from mysqlbackup.cmdb import AlertConfig
+
+log = logging.getLogger(__name__)
+
+
+def build_notifiers(cfg: AlertConfig) -> list:
+    """Notifiers from the CMDB alert config; secrets come from Airflow connections only."""
+    notifiers: list = []
+    if cfg.email_to and cfg.smtp_conn_id:
+        conn = BaseHook.get_connection(cfg.smtp_conn_id)
+        extra = conn.extra_dejson or {}
+        sender = cfg.email_from or extra.get("from_email") or (conn.login if conn.login and "@" in conn.login else None) \
+            or "mysql-backup@localhost"
+        notifiers.append(EmailNotifier(
+            host=conn.host or "localhost", port=int(conn.port or 25), sender=sender,
+            recipients=list(cfg.email_to), username=conn.login or None, password=conn.password or None,
+            starttls=str(extra.get("starttls", extra.get("disable_tls") is False)).lower() == "true",
+            ssl=str(extra.get("ssl", "false")).lower() == "true"))
+    url, headers = cfg.webhook_url, {}
+    if cfg.webhook_conn_id:
+        conn = BaseHook.get_connection(cfg.webhook_conn_id)
+        extra = conn.extra_dejson or {}
+        url = extra.get("url") or conn.host
+        headers = dict(extra.get("headers") or {})
+        if conn.password:  # a bearer token lives in the connection's password, never in the CMDB
+            headers.setdefault("Authorization", f"Bearer {conn.password}")
+    if url:
+        notifiers.append(WebhookNotifier(url, headers=headers))
+    return notifiers
+
+
+class BackupFailureCallback:
+    """``on_failure_callback`` of every task of an instance's DAG."""
+
+    def __init__(self, instance_name: str, owner: str, app: str, alerts: AlertConfig) -> None:
+        self.instance_name = instance_name
+        self.owner = owner
+        self.app = app
+        self.alerts = alerts
+
+    def __call__(self, context: dict[str, Any]) -> None:
+        ti = context.get("ti")
+        error = context.get("exception")
+        label = None
+        try:
+            label = ti.xcom_pull(task_ids="full_backup", key="label") if ti else None
+        except Exception:  # noqa: BLE001 - the alert matters more than the label
+            log.exception("could not read the backup label")
+        if label:
+            try:
+                from mysqlbackup.catalog import Catalog
+                Catalog().fail_backup(self.instance_name, label, f"{getattr(ti, 'task_id', '?')}: {error}"[:4000])
+            except Exception:  # noqa: BLE001
+                log.exception("could not mark backup %s failed in the catalog", label)
+        alert = Alert(
+            instance=self.instance_name, dag_id=getattr(ti, "dag_id", "?"), task_id=getattr(ti, "task_id", "?"),
+            run_id=str(context.get("run_id") or getattr(ti, "run_id", "")),
+            try_number=int(getattr(ti, "try_number", 0) or 0),
+            error=str(error) if error is not None else "task failed (no exception recorded)",
+            log_url=_log_url(ti), owner=self.owner, app=self.app,
+            when=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        try:
+            notifiers = build_notifiers(self.alerts)
+        except Exception as exc:  # noqa: BLE001 - a broken alert config must still be visible
+            log.error("alert for %s not sent: the alert configuration is broken: %s", self.instance_name, exc)
+            return
+        if not notifiers:
+            log.warning("no notifier configured for %s: set alerts in the CMDB", self.instance_name)
+            return
+        for problem in send_all(alert, notifiers):
+            log.error("alert delivery failed: %s", problem)
+
+
+def _log_url(ti: Any) -> str | None:
+    try:
+        return getattr(ti, "log_url", None)
+    except Exception:  # noqa: BLE001
+        return None

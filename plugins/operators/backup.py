@@ -1,0 +1,345 @@
+"""Operators of the nightly full backup DAG.
+
+Each operator says what its task means: which host script runs where, how its exit code maps
+to the task state (one place: ``raise_for``), and what goes to XCom (never a secret). The
+decisions themselves live in ``mysqlbackup.planner`` and friends, testable without Airflow.
+"""
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from functools import cached_property
+from typing import Any, Sequence
+
+from airflow.sdk import BaseHook, BaseOperator
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from hooks.openssh import OpenSSHHook
+from mysqlbackup import planner
+from mysqlbackup.catalog import Catalog
+from mysqlbackup.cmdb import Instance
+from mysqlbackup.labels import new_label
+from mysqlbackup.manifest import MANIFEST_VERSION, Manifest, to_json
+from mysqlbackup.remote import Pipeline, ScriptBundle, StepResult
+
+ARTIFACT_BASE = "backup.xbstream"
+SUFFIX = {"none": "", "gzip": ".gz", "zstd": ".zst"}
+
+
+def raise_for(step: StepResult, what: str) -> None:
+    """Map a failed host-script step to the task outcome: fail for good, or let Airflow retry."""
+    if step.ok:
+        return
+    message = f"{what} failed on {step.name}: {step.error()}"
+    if step.outcome == "fail":
+        raise AirflowFailException(message)
+    raise AirflowException(message)
+
+
+class HostScriptOperator(BaseOperator):
+    """Base: runs this project's host scripts on hosts named by Airflow SSH connections."""
+
+    ui_color = "#e8f1fb"
+
+    def __init__(self, *, instance: Instance, replicas: Sequence[Instance] = (), **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.instance = instance
+        self.replicas = tuple(replicas)
+        self._hooks: dict[str, OpenSSHHook] = {}
+        self._deployed: set[str] = set()
+        self._pipeline: Pipeline | None = None
+
+    @cached_property
+    def bundle(self) -> ScriptBundle:
+        return ScriptBundle.build()
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        return Catalog()
+
+    def hook(self, ssh_conn_id: str) -> OpenSSHHook:
+        if ssh_conn_id not in self._hooks:
+            self._hooks[ssh_conn_id] = OpenSSHHook(ssh_conn_id)
+        return self._hooks[ssh_conn_id]
+
+    def _log_line(self, line: str) -> None:
+        self.log.info("%s", line)
+
+    def deploy(self, ssh_conn_id: str) -> None:
+        """Install the host scripts on that host once (content-addressed directory)."""
+        if ssh_conn_id in self._deployed:
+            return
+        target = self.hook(ssh_conn_id).target
+        steps = [(target.describe(), target.command(self.bundle.install_command()))]
+        res = Pipeline(steps, self._log_line, stdin_data=self.bundle.data).run(timeout=120)[0]
+        if res.returncode != 0:
+            tail = " | ".join(res.stderr_tail[-5:])
+            msg = f"could not install host scripts on {target.describe()} ({ssh_conn_id}): exit {res.returncode}: {tail}"
+            raise AirflowException(msg)
+        self._deployed.add(ssh_conn_id)
+
+    def script(self, ssh_conn_id: str, script: str, *args: str, become: bool = False,
+               python: str = "python3") -> list[str]:
+        self.deploy(ssh_conn_id)
+        target = self.hook(ssh_conn_id).target
+        return target.command(self.bundle.script_argv(python, script, *args), become=become)
+
+    def run_steps(self, steps: list[tuple[str, list[str]]], stdin: bytes | None = None,
+                  timeout: float | None = None) -> list[StepResult]:
+        self._pipeline = Pipeline(steps, self._log_line, stdin_data=stdin)
+        try:
+            return self._pipeline.run(timeout=timeout)
+        finally:
+            self._pipeline = None
+
+    def db_script(self, inst: Instance, verb: str, *args: str) -> list[str]:
+        return self.script(inst.ssh_conn_id, "dbhost.py", verb, *args, become=inst.become, python=inst.python)
+
+    def storage_script(self, verb: str, *args: str) -> list[str]:
+        inst = self.instance
+        return self.script(inst.storage.ssh_conn_id, "storage.py", verb, *args, become=inst.become,
+                           python=inst.python)
+
+    @staticmethod
+    def credentials(inst: Instance) -> bytes:
+        """The backup user's credentials as one JSON line, for the host script's stdin only."""
+        conn = BaseHook.get_connection(inst.mysql_conn_id)
+        if not conn.login:
+            raise AirflowFailException(f"connection {inst.mysql_conn_id!r} has no login: set the backup user")
+        return (json.dumps({"user": conn.login, "password": conn.password or ""}) + "\n").encode()
+
+    def by_name(self, name: str) -> Instance:
+        for inst in (self.instance, *self.replicas):
+            if inst.name == name:
+                return inst
+        raise AirflowFailException(f"{name!r} is neither {self.instance.name} nor one of its replicas")
+
+    def on_kill(self) -> None:
+        if self._pipeline is not None:
+            self._pipeline.terminate()
+
+    def post_execute(self, context: Any, result: Any = None) -> None:
+        for hook in self._hooks.values():
+            hook.close()
+        self._hooks.clear()
+        self._deployed.clear()
+        super().post_execute(context, result)
+
+
+class CollectFactsOperator(HostScriptOperator):
+    """Live facts of the instance and of each of its replicas, recorded in the catalog."""
+
+    def execute(self, context: Any) -> dict[str, dict]:
+        facts: dict[str, dict] = {}
+        for inst in (self.instance, *self.replicas):
+            argv = self.db_script(inst, "facts", "--flavor", inst.flavor, "--host", inst.host,
+                                  "--port", str(inst.port))
+            try:
+                step = self.run_steps([(inst.name, argv)], stdin=self.credentials(inst), timeout=300)[0]
+            except AirflowException as exc:  # e.g. the replica's host is unreachable over ssh
+                facts[inst.name] = {"reachable": False, "error": str(exc)}
+                continue
+            if step.ok:
+                facts[inst.name] = dict(step.result.get("facts") or {}, reachable=True)
+            else:
+                got = (step.result or {}).get("facts") or {}
+                facts[inst.name] = dict(got, reachable=False, error=step.error())
+            self.log.info("facts of %s: %s", inst.name, _summary(facts[inst.name]))
+        now = datetime.now(timezone.utc)
+        for name, f in facts.items():
+            self.catalog.record_facts(name, f, now)
+        main = facts[self.instance.name]
+        if main.get("reachable") and main.get("flavor_detected") not in (None, self.instance.flavor):
+            raise AirflowFailException(
+                f"{self.instance.name}: the CMDB says flavor {self.instance.flavor!r} but the server is "
+                f"{main.get('version')!r}: fix the CMDB row")
+        return facts
+
+
+class ChooseSourceOperator(HostScriptOperator):
+    """Pick the backup source: a healthy replica, the primary only where the policy allows."""
+
+    def execute(self, context: Any) -> dict:
+        facts = context["ti"].xcom_pull(task_ids="collect_facts")
+        try:
+            choice = planner.choose_source(self.instance, list(self.replicas), facts)
+        except planner.NoBackupSource as exc:
+            raise AirflowFailException(str(exc)) from exc
+        self.log.info("%s", choice.reason)
+        src = facts[choice.name]
+        return {"name": choice.name, "host": choice.host, "port": choice.port,
+                "ssh_conn_id": choice.ssh_conn_id, "is_primary": choice.is_primary,
+                "reason": choice.reason, "datadir": src.get("datadir"), "socket": src.get("socket"),
+                "version": src.get("version"), "data_bytes": src.get("data_bytes"),
+                "is_replica": bool(src.get("replica"))}
+
+
+class ReserveSpaceOperator(HostScriptOperator):
+    """Keep the reserve file on the source host; check the backup will fit on storage."""
+
+    def execute(self, context: Any) -> dict:
+        src = context["ti"].xcom_pull(task_ids="choose_source")
+        inst = self.by_name(src["name"])
+        pol = self.instance.policy
+        if not src.get("datadir"):
+            raise AirflowFailException(f"{inst.name}: the facts have no datadir; cannot place the reserve file")
+        args = ["--datadir", src["datadir"], "--percent", str(pol.reserve.percent)]
+        if pol.reserve.path:
+            args += ["--path", pol.reserve.path]
+        step = self.run_steps([(inst.name, self.db_script(inst, "reserve", *args))], timeout=600)[0]
+        raise_for(step, "reserve space")
+        reserve = step.result
+        self.log.info("reserve file %s: %s (%s bytes)", reserve.get("path"), reserve.get("action"),
+                      reserve.get("size_bytes"))
+        need = planner.estimate_backup_bytes(self.catalog.history_sizes(self.instance.name),
+                                             src.get("data_bytes"), pol.compress)
+        step = self.run_steps([(self.instance.storage.ssh_conn_id,
+                                self.storage_script("space", "--dir", self.instance.storage.base_dir,
+                                                    "--need", str(need)))], timeout=300)[0]
+        raise_for(step, "storage space check")
+        self.log.info("storage has %s free, the backup needs about %s",
+                      planner.human_bytes(step.result["free_bytes"]), planner.human_bytes(need))
+        return {"reserve": reserve, "storage_free_bytes": step.result["free_bytes"], "need_bytes": need}
+
+
+class FullBackupOperator(HostScriptOperator):
+    """Stream a full physical backup from the source host into the storage host."""
+
+    def execute(self, context: Any) -> dict:
+        ti = context["ti"]
+        src = ti.xcom_pull(task_ids="choose_source")
+        inst = self.by_name(src["name"])
+        pol = self.instance.policy
+        started = datetime.now(timezone.utc)
+        label = new_label("F", started)
+        label_dir = f"{self.instance.storage.base_dir}/{self.instance.name}/{label}"
+        artifact = ARTIFACT_BASE + SUFFIX[pol.compress]
+        ti.xcom_push(key="label", value=label)
+        self.catalog.start_backup(self.instance.name, label, context.get("run_id") or "", inst.name, inst.host,
+                                  inst.port, started, self.instance.storage.ssh_conn_id, label_dir)
+        db_args = ["--flavor", inst.flavor, "--host", inst.host, "--port", str(inst.port),
+                   "--parallel", str(pol.parallel), "--compress", pol.compress]
+        if src.get("is_replica"):
+            db_args.append("--slave-info")
+        steps = [(inst.name, self.db_script(inst, "backup", *db_args)),
+                 (self.instance.storage.ssh_conn_id,
+                  self.storage_script("receive", "--dir", label_dir, "--artifact", artifact))]
+        t0 = time.monotonic()
+        try:
+            db, store = self.run_steps(steps, stdin=self.credentials(inst))
+            for step, what in ((db, "backup"), (store, "receiving the backup")):
+                raise_for(step, what)
+        except BaseException as exc:
+            self._discard(label_dir)
+            self.catalog.fail_backup(self.instance.name, label, str(exc)[:4000])
+            raise
+        seconds = time.monotonic() - t0
+        rate = store.result["size_bytes"] / seconds / 2**20 if seconds else 0
+        self.log.info("backup %s: %s in %.1f s (%.1f MiB/s) to %s", label,
+                      planner.human_bytes(store.result["size_bytes"]), seconds, rate, label_dir)
+        return {"label": label, "label_dir": label_dir, "artifact": artifact, "compress": pol.compress,
+                "started_at": started.isoformat(), "finished_at": datetime.now(timezone.utc).isoformat(),
+                "seconds": seconds, "size_bytes": store.result["size_bytes"], "sha256": store.result["sha256"],
+                "source": src, "db": {k: db.result.get(k) for k in ("tool", "checkpoints", "binlog",
+                                                                     "server_version", "seconds")}}
+
+    def _discard(self, label_dir: str) -> None:
+        try:
+            step = self.run_steps([(self.instance.storage.ssh_conn_id,
+                                    self.storage_script("discard", "--dir", label_dir))], timeout=600)[0]
+            if not step.ok:
+                self.log.warning("could not discard %s: %s", label_dir, step.error())
+        except Exception as exc:  # noqa: BLE001 - cleanup must not mask the real failure
+            self.log.warning("could not discard %s: %s", label_dir, exc)
+
+
+class VerifyBackupOperator(HostScriptOperator):
+    """Re-read and checksum the artifact, extract a scratch copy and prepare it."""
+
+    def execute(self, context: Any) -> dict:
+        ti = context["ti"]
+        b = ti.xcom_pull(task_ids="full_backup")
+        flavor = self.by_name(b["source"]["name"]).flavor
+        scratch = f"{self.instance.storage.base_dir}/.scratch/{self.instance.name}-{b['label']}"
+        argv = self.storage_script("verify", "--dir", b["label_dir"], "--artifact", b["artifact"],
+                                   "--sha256", b["sha256"], "--flavor", flavor, "--scratch", scratch)
+        try:
+            step = self.run_steps([(self.instance.storage.ssh_conn_id, argv)])[0]
+            raise_for(step, "verify")
+        except BaseException as exc:
+            self.catalog.fail_backup(self.instance.name, b["label"], f"verify failed: {exc}"[:4000])
+            raise
+        r = step.result
+        self.log.info("verified %s: sha256 ok, %s files checksummed, prepare ok in %.1f s", b["label"],
+                      r.get("files"), r.get("prepare_seconds") or 0)
+        return {k: r.get(k) for k in ("sha256_ok", "files", "checksums_file", "binlog", "checkpoints",
+                                      "info", "slave_info", "prepared", "seconds", "extract_seconds",
+                                      "prepare_seconds")}
+
+
+class CatalogBackupOperator(HostScriptOperator):
+    """Write the manifest last on storage (the truth), then index it in the catalog."""
+
+    def execute(self, context: Any) -> dict:
+        ti = context["ti"]
+        b = ti.xcom_pull(task_ids="full_backup")
+        v = ti.xcom_pull(task_ids="verify_backup")
+        manifest = build_manifest(self.instance, b, v)
+        argv = self.storage_script("commit", "--dir", b["label_dir"])
+        try:
+            step = self.run_steps([(self.instance.storage.ssh_conn_id, argv)],
+                                  stdin=to_json(manifest).encode(), timeout=300)[0]
+            raise_for(step, "writing the manifest")
+        except BaseException as exc:
+            self.catalog.fail_backup(self.instance.name, b["label"], f"manifest not written: {exc}"[:4000])
+            raise
+        self.catalog.record_manifest(manifest)
+        self.log.info("backup %s of %s is usable: %s", manifest.label, self.instance.name, manifest.storage_path)
+        return {"label": manifest.label, "storage_path": manifest.storage_path, "status": manifest.status,
+                "size_bytes": manifest.size_bytes, "gtid": manifest.gtid}
+
+
+def build_manifest(instance: Instance, b: dict, v: dict) -> Manifest:
+    """The manifest of a finished, verified full backup, from the two tasks' results."""
+    binlog = v.get("binlog") or (b.get("db") or {}).get("binlog") or {}
+    cp = v.get("checkpoints") or (b.get("db") or {}).get("checkpoints") or {}
+    info = v.get("info") or {}
+    src = b["source"]
+    finished = datetime.fromisoformat(b["finished_at"])
+    started = datetime.fromisoformat(b["started_at"])
+    return Manifest(
+        version=MANIFEST_VERSION, instance=instance.name, label=b["label"], kind="full",
+        flavor=instance.flavor, source_name=src["name"], source_host=src["host"], source_port=src["port"],
+        source_is_primary=bool(src["is_primary"]), started_at=b["started_at"], finished_at=b["finished_at"],
+        duration_seconds=round((finished - started).total_seconds(), 3), size_bytes=int(b["size_bytes"]),
+        artifact=b["artifact"], compress=b["compress"], sha256=b["sha256"],
+        storage_ssh_conn_id=instance.storage.ssh_conn_id, storage_path=b["label_dir"],
+        binlog_file=binlog.get("file"), binlog_pos=_int(binlog.get("pos")), gtid=binlog.get("gtid") or None,
+        from_lsn=_int(cp.get("from_lsn")), to_lsn=_int(cp.get("to_lsn")), last_lsn=_int(cp.get("last_lsn")),
+        server_version=info.get("server_version") or (b.get("db") or {}).get("server_version") or src.get("version"),
+        verify={"status": "ok" if v.get("prepared") and v.get("sha256_ok") else "failed",
+                "prepared": bool(v.get("prepared")), "files": int(v.get("files") or 0),
+                "checksums_file": v.get("checksums_file") or "", "seconds": float(v.get("seconds") or 0),
+                "message": "sha256 re-read ok, per-file checksums recorded, prepare completed OK"},
+        tool=(b.get("db") or {}).get("tool") or info.get("tool_version") or "",
+        status="usable",
+    )
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _summary(f: dict) -> str:
+    if not f.get("reachable"):
+        return f"unreachable: {f.get('error')}"
+    rep = f.get("replica")
+    role = "replica" if rep else "not a replica"
+    if rep:
+        role += f" (io={rep.get('io_running')}, sql={rep.get('sql_running')}, lag={rep.get('seconds_behind')})"
+    return (f"{f.get('version')}, {role}, server_id={f.get('server_id')}, datadir={f.get('datadir')}, "
+            f"binlog={f.get('log_bin')}/{f.get('binlog_format')}")

@@ -1,0 +1,411 @@
+"""Throwaway MariaDB servers and an sshd on loopback, for the demo and the tests.
+
+Everything lives under one state directory; nothing touches port 3306, /run/mysqld or the
+system's my.cnf (every tool gets ``--no-defaults``). Ports are picked free by binding
+127.0.0.1:0. ``Sandbox.stop()`` ends every process it started.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pymysql
+
+BACKUP_USER = "backup"
+REPL_USER = "repl"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _which(name: str) -> str:
+    path = shutil.which(name)
+    if not path:
+        raise RuntimeError(f"{name} not found: run scripts/install.sh (installs mariadb-server, "
+                           f"mariadb-backup, openssh-server)")
+    return path
+
+
+def _wait_for(predicate, timeout: float, what: str, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    tail = ""
+    if log and log.exists():
+        tail = "\n" + "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+    raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}{tail}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child still answers kill(0): look at its state
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        return state != "Z"
+    except OSError:
+        return False
+
+
+def stop_pid(pid: int, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
+    """SIGTERM, wait, then SIGKILL; reaps our own child when we hold its handle."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return
+        if proc is None and not _pid_alive(pid):
+            return
+        time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    if proc is not None:
+        proc.wait(timeout=10)
+
+
+def make_template(path: Path) -> Path:
+    """A freshly initialised data directory, copied per instance (0.02 s a copy)."""
+    if (path / "mysql").is_dir():
+        return path
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    cmd = [_which("mariadb-install-db"), "--no-defaults", f"--user={os.environ.get('USER') or 'root'}",
+           "--auth-root-authentication-method=normal", "--skip-test-db",
+           "--innodb-log-file-size=8M", f"--datadir={tmp}"]
+    if os.geteuid() == 0:
+        cmd[2] = "--user=root"
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"mariadb-install-db failed: {res.stderr[-2000:]}")
+    tmp.rename(path)
+    return path
+
+
+@dataclass
+class MariaDB:
+    """One mariadbd on 127.0.0.1 with its own datadir, socket and binlog."""
+
+    name: str
+    base: str
+    port: int
+    server_id: int
+    pid: int = 0
+    extra_args: list[str] = field(default_factory=list)
+
+    @property
+    def datadir(self) -> str:
+        return f"{self.base}/data"
+
+    @property
+    def socket(self) -> str:
+        return f"{self.base}/mysqld.sock"
+
+    @property
+    def log(self) -> str:
+        return f"{self.base}/error.log"
+
+    def argv(self) -> list[str]:
+        args = [_which("mariadbd"), "--no-defaults", f"--datadir={self.datadir}",
+                f"--socket={self.socket}", f"--port={self.port}", "--bind-address=127.0.0.1",
+                f"--pid-file={self.base}/mysqld.pid", f"--log-error={self.log}",
+                f"--server-id={self.server_id}", f"--log-bin={self.datadir}/binlog",
+                "--binlog-format=ROW", "--binlog-row-image=FULL", "--binlog-row-metadata=FULL",
+                "--gtid-strict-mode=ON", "--log-slave-updates=ON", "--skip-name-resolve",
+                "--innodb-buffer-pool-size=64M", "--character-set-server=utf8mb4",
+                "--collation-server=utf8mb4_unicode_ci", f"--gtid-domain-id=0",
+                "--max-connections=200"]
+        if os.geteuid() == 0:
+            args.insert(2, "--user=root")
+        return args + list(self.extra_args)
+
+    def start(self, template: Path | None = None, timeout: float = 60.0) -> subprocess.Popen:
+        base = Path(self.base)
+        base.mkdir(parents=True, exist_ok=True)
+        if not Path(self.datadir, "mysql").is_dir():
+            if template is None:
+                raise RuntimeError(f"{self.datadir} is empty and no template was given")
+            shutil.copytree(template, self.datadir, symlinks=True)
+        proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        self.pid = proc.pid
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"mariadbd {self.name} exited with {proc.returncode}; log:\n"
+                                   + Path(self.log).read_text(errors="replace")[-3000:])
+            try:
+                self.connect().close()
+                return True
+            except pymysql.err.OperationalError:
+                return False
+        _wait_for(ready, timeout, f"mariadbd {self.name} on port {self.port}", Path(self.log))
+        return proc
+
+    def connect(self, db: str | None = None, **kw) -> pymysql.connections.Connection:
+        return pymysql.connect(unix_socket=self.socket, user="root", password="", database=db,
+                               charset="utf8mb4", autocommit=True, connect_timeout=5, **kw)
+
+    def sql(self, query: str, args=None, db: str | None = None) -> list[tuple]:
+        """Run one statement as root; returns its rows."""
+        conn = self.connect(db)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(query, args)
+                return list(cur.fetchall())
+        finally:
+            conn.close()
+
+    def stop(self, proc: subprocess.Popen | None = None) -> None:
+        if self.pid:
+            stop_pid(self.pid, proc=proc)
+            self.pid = 0
+
+
+@dataclass
+class Sshd:
+    """An sshd on 127.0.0.1 accepting one generated key, for the current user."""
+
+    base: str
+    port: int
+    pid: int = 0
+
+    @property
+    def client_key(self) -> str:
+        return f"{self.base}/client_key"
+
+    @property
+    def host_key(self) -> str:
+        return f"{self.base}/host_key"
+
+    @property
+    def known_hosts(self) -> str:
+        return f"{self.base}/known_hosts"
+
+    @property
+    def user(self) -> str:
+        import pwd
+        return pwd.getpwuid(os.geteuid()).pw_name
+
+    def host_key_public(self) -> str:
+        """The host key line as Airflow's SSH connection wants it in extra ``host_key``."""
+        return Path(self.host_key + ".pub").read_text().split()[1]
+
+    def start(self, timeout: float = 20.0) -> subprocess.Popen:
+        base = Path(self.base)
+        base.mkdir(parents=True, exist_ok=True)
+        keygen = _which("ssh-keygen")
+        for key in (self.host_key, self.client_key):
+            if not Path(key).exists():
+                subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
+        os.chmod(self.client_key, 0o600)
+        pub = Path(self.client_key + ".pub").read_text()
+        Path(base, "authorized_keys").write_text(pub)
+        Path(self.known_hosts).write_text(
+            f"[127.0.0.1]:{self.port} " + " ".join(Path(self.host_key + ".pub").read_text().split()[:2]) + "\n")
+        cfg = base / "sshd_config"
+        cfg.write_text("\n".join([
+            f"Port {self.port}", "ListenAddress 127.0.0.1", f"HostKey {self.host_key}",
+            f"AuthorizedKeysFile {base}/authorized_keys", "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no", "PermitRootLogin prohibit-password", "UsePAM no",
+            "StrictModes no", f"PidFile {base}/sshd.pid", "MaxStartups 100:30:200", "MaxSessions 100",
+            "Subsystem sftp /usr/lib/openssh/sftp-server", "LogLevel ERROR", ""]))
+        Path("/run/sshd").mkdir(parents=True, exist_ok=True)
+        sshd = _which("sshd") if shutil.which("sshd") else "/usr/sbin/sshd"
+        subprocess.run([sshd, "-t", "-f", str(cfg)], check=True)
+        log = base / "sshd.log"
+        proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(cfg)], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=open(log, "ab"),
+                                start_new_session=True)
+        self.pid = proc.pid
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"sshd exited with {proc.returncode}: {log.read_text()[-2000:]}")
+            r = subprocess.run(self.ssh_argv() + ["true"], capture_output=True)
+            return r.returncode == 0
+        _wait_for(ready, timeout, f"sshd on port {self.port}", log)
+        return proc
+
+    def ssh_argv(self) -> list[str]:
+        return ["ssh", "-F", "none", "-p", str(self.port), "-i", self.client_key,
+                "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+                "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "StrictHostKeyChecking=yes",
+                f"{self.user}@127.0.0.1"]
+
+    def connection(self) -> dict:
+        """An Airflow SSH connection (JSON form, for AIRFLOW_CONN_<ID>)."""
+        return {"conn_type": "ssh", "host": "127.0.0.1", "port": self.port, "login": self.user,
+                "extra": {"key_file": self.client_key, "host_key": self.host_key_public(),
+                          "no_host_key_check": False}}
+
+    def stop(self, proc: subprocess.Popen | None = None) -> None:
+        if self.pid:
+            stop_pid(self.pid, proc=proc)
+            self.pid = 0
+
+
+@dataclass
+class Sandbox:
+    """A MariaDB source, its GTID replica, and an sshd: the database host and the storage host."""
+
+    state_dir: str
+    source: MariaDB
+    replica: MariaDB | None
+    sshd: Sshd
+    backup_password: str
+    storage_dir: str
+    _procs: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def create(cls, state_dir: str | Path, replica: bool = True, template: Path | None = None) -> "Sandbox":
+        state = Path(state_dir).resolve()
+        state.mkdir(parents=True, exist_ok=True)
+        template = template or make_template(state / "template")
+        password = os.urandom(12).hex()
+        sb = cls(
+            state_dir=str(state),
+            source=MariaDB("source", str(state / "source"), free_port(), 1),
+            replica=MariaDB("replica", str(state / "replica"), free_port(), 2) if replica else None,
+            sshd=Sshd(str(state / "sshd"), free_port()),
+            backup_password=password,
+            storage_dir=str(state / "storage"),
+        )
+        Path(sb.storage_dir).mkdir(exist_ok=True)
+        try:
+            sb._procs["source"] = sb.source.start(template)
+            if sb.replica:
+                sb._procs["replica"] = sb.replica.start(template)
+            sb._procs["sshd"] = sb.sshd.start()
+            sb._setup_users()
+            if sb.replica:
+                sb._setup_replication()
+        except BaseException:
+            sb.stop()
+            raise
+        sb.write_state()
+        return sb
+
+    def servers(self) -> list[MariaDB]:
+        return [s for s in (self.source, self.replica) if s]
+
+    def _setup_users(self) -> None:
+        for srv in self.servers():
+            for host in ("localhost", "127.0.0.1"):
+                stmts = [
+                    f"CREATE USER IF NOT EXISTS '{BACKUP_USER}'@'{host}' IDENTIFIED BY %s",
+                    f"GRANT RELOAD, PROCESS, LOCK TABLES, BINLOG MONITOR, SLAVE MONITOR, SELECT, "
+                    f"SHOW VIEW, EVENT, TRIGGER ON *.* TO '{BACKUP_USER}'@'{host}'",
+                    f"CREATE USER IF NOT EXISTS '{REPL_USER}'@'{host}' IDENTIFIED BY %s",
+                    f"GRANT REPLICATION SLAVE, REPLICATION CLIENT, BINLOG MONITOR ON *.* TO '{REPL_USER}'@'{host}'",
+                ]
+                conn = srv.connect()
+                try:
+                    with conn.cursor() as cur:
+                        cur.execute("SET sql_log_bin=0")
+                        for st in stmts:
+                            cur.execute(st, (self.backup_password,) if "%s" in st else None)
+                finally:
+                    conn.close()
+
+    def _setup_replication(self) -> None:
+        assert self.replica
+        self.replica.sql("STOP SLAVE")
+        self.replica.sql("SET GLOBAL gtid_slave_pos=''")
+        self.replica.sql(
+            "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=%s, MASTER_USER=%s, "
+            "MASTER_PASSWORD=%s, MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1",
+            (self.source.port, REPL_USER, self.backup_password))
+        self.replica.sql("START SLAVE")
+        self.sync_replica()
+
+    def sync_replica(self, timeout: int = 60) -> None:
+        """Wait until the replica has applied everything the source has written."""
+        if not self.replica:
+            return
+        pos = self.source.sql("SELECT @@gtid_binlog_pos")[0][0]
+        res = self.replica.sql("SELECT MASTER_GTID_WAIT(%s, %s)", (pos, timeout))[0][0]
+        if res != 0:
+            status = self.replica.sql("SHOW SLAVE STATUS")
+            raise RuntimeError(f"replica did not reach {pos} in {timeout}s: {status}")
+
+    def connections(self) -> dict[str, dict]:
+        """Airflow connections for this sandbox, keyed by conn id."""
+        ssh = self.sshd.connection()
+        mysql = {"conn_type": "mysql", "host": "127.0.0.1", "login": BACKUP_USER,
+                 "password": self.backup_password, "port": self.source.port}
+        return {"sandbox_ssh": ssh, "sandbox_storage": ssh, "sandbox_mysql_backup": mysql}
+
+    def cmdb(self, **policy) -> dict:
+        """A CMDB (as a dict, dump it to YAML) describing this sandbox."""
+        pol = {"full_schedule": "0 2 * * *", "retention_days": 7, "compress": "zstd", "parallel": 2}
+        pol.update(policy)
+        rows = [{"name": "sandbox", "host": "127.0.0.1", "port": self.source.port, "role": "primary",
+                 "flavor": "mariadb", "ssh_conn_id": "sandbox_ssh",
+                 "mysql_conn_id": "sandbox_mysql_backup", "owner": "dba@localhost", "app": "sandbox"}]
+        if self.replica:
+            rows.append({"name": "sandbox_replica", "host": "127.0.0.1", "port": self.replica.port,
+                         "role": "replica", "replica_of": "sandbox", "flavor": "mariadb",
+                         "ssh_conn_id": "sandbox_ssh", "mysql_conn_id": "sandbox_mysql_backup",
+                         "owner": "dba@localhost", "app": "sandbox"})
+        return {"defaults": {"storage": {"ssh_conn_id": "sandbox_storage", "base_dir": self.storage_dir},
+                             "policy": pol},
+                "storages": [{"ssh_conn_id": "sandbox_storage", "max_concurrent_backups": 2}],
+                "instances": rows}
+
+    def write_state(self) -> Path:
+        path = Path(self.state_dir, "state.json")
+        data = {"source": asdict(self.source), "replica": asdict(self.replica) if self.replica else None,
+                "sshd": asdict(self.sshd), "backup_password": self.backup_password,
+                "storage_dir": self.storage_dir}
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+        return path
+
+    @classmethod
+    def load(cls, state_dir: str | Path) -> "Sandbox":
+        state = Path(state_dir).resolve()
+        data = json.loads(Path(state, "state.json").read_text())
+        return cls(state_dir=str(state), source=MariaDB(**data["source"]),
+                   replica=MariaDB(**data["replica"]) if data["replica"] else None,
+                   sshd=Sshd(**data["sshd"]), backup_password=data["backup_password"],
+                   storage_dir=data["storage_dir"])
+
+    def running(self) -> bool:
+        return all(p.pid and _pid_alive(p.pid) for p in [*self.servers(), self.sshd])
+
+    def stop(self) -> None:
+        """Stop everything this sandbox started (also when loaded from state by another process)."""
+        for key, obj in (("sshd", self.sshd), ("replica", self.replica), ("source", self.source)):
+            if obj is not None:
+                obj.stop(self._procs.pop(key, None))
+        if Path(self.state_dir, "state.json").exists():
+            self.write_state()
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
