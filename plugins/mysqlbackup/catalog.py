@@ -1,0 +1,454 @@
+"""The backup catalog: an SQL index of backups and instance facts, rebuildable from manifests.
+
+The manifests on storage are the truth; the catalog is a convenience index. It works with
+SQLite (the default, at ``$MYSQL_BACKUP_HOME/catalog.sqlite``) and any SQLAlchemy URL
+(``$MYSQL_BACKUP_CATALOG_URL``). Tables are created when missing (no migrations).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import posixpath
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, TypeVar
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    and_,
+    create_engine,
+    event,
+    func,
+    inspect,
+    select,
+)
+from sqlalchemy.engine import Connection, Engine, RowMapping, make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.pool import StaticPool
+
+from mysqlbackup.manifest import Manifest, ManifestError, from_json, parse_utc, to_json, validate
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STATUSES = ("running", "usable", "failed", "expired")
+# A row in one of these states is never changed by a late failure callback or a new start.
+_PROTECTED = ("usable", "expired")
+_ERROR_LIMIT = 60000  # stays under MySQL's TEXT limit (65535 bytes) for ASCII errors
+
+metadata = MetaData()
+
+backups_table = Table(
+    "backups",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("instance", String(64), nullable=False),
+    Column("label", String(64), nullable=False),  # incremental labels are 33 chars
+    Column("kind", String(16), nullable=False, default="full"),
+    Column("status", String(16), nullable=False),
+    Column("run_id", String(250)),
+    Column("source_name", String(64)),
+    Column("source_host", String(255)),
+    Column("source_port", Integer),
+    Column("started_at", DateTime),
+    Column("finished_at", DateTime),
+    Column("duration_seconds", Float),
+    Column("size_bytes", BigInteger),
+    Column("storage_ssh_conn_id", String(250)),
+    Column("storage_path", String(1024)),
+    Column("artifact", String(255)),
+    Column("compress", String(16)),
+    Column("sha256", String(64)),
+    Column("binlog_file", String(255)),
+    Column("binlog_pos", BigInteger),
+    Column("gtid", Text),
+    Column("from_lsn", BigInteger),
+    Column("to_lsn", BigInteger),
+    Column("last_lsn", BigInteger),
+    Column("verify_status", String(16)),
+    Column("verify_json", Text),
+    Column("error", Text),
+    Column("manifest_json", Text),
+    Column("updated_at", DateTime, nullable=False),
+    UniqueConstraint("instance", "label", name="uq_backups_instance_label"),
+)
+Index("ix_backups_instance_status", backups_table.c.instance, backups_table.c.status)
+
+facts_table = Table(
+    "instance_facts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("instance", String(64), nullable=False),
+    Column("collected_at", DateTime, nullable=False),
+    Column("facts_json", Text, nullable=False),
+)
+Index("ix_instance_facts_instance_collected_at", facts_table.c.instance, facts_table.c.collected_at)
+
+_MANIFEST_COLUMNS = (
+    "kind", "source_name", "source_host", "source_port", "duration_seconds", "size_bytes",
+    "storage_ssh_conn_id", "storage_path", "artifact", "compress", "sha256", "binlog_file",
+    "binlog_pos", "gtid", "from_lsn", "to_lsn", "last_lsn",
+)
+_DATETIME_COLUMNS = ("started_at", "finished_at", "updated_at")
+
+T = TypeVar("T")
+
+
+class CatalogError(RuntimeError):
+    """A catalog operation that would break an invariant (e.g. restarting a usable backup)."""
+
+
+@dataclass
+class RebuildReport:
+    """What ``rebuild_from_manifests`` did.
+
+    ``added``/``updated``/``unchanged`` count manifests; ``invalid`` lists ``(path, error)``;
+    ``not_on_storage`` lists ``(instance, label)`` of catalog rows that are usable but have no
+    valid manifest in the given set (left untouched: deciding what that means is the caller's).
+    """
+
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    invalid: list[tuple[str, str]] = field(default_factory=list)
+    not_on_storage: list[tuple[str, str]] = field(default_factory=list)
+
+
+def catalog_url() -> str:
+    """The catalog URL: ``$MYSQL_BACKUP_CATALOG_URL``, else SQLite in ``$MYSQL_BACKUP_HOME`` (or ``<repo>/var``)."""
+    url = os.environ.get("MYSQL_BACKUP_CATALOG_URL", "").strip()
+    if url:
+        return url
+    home_env = os.environ.get("MYSQL_BACKUP_HOME", "").strip()
+    home = Path(home_env).expanduser() if home_env else REPO_ROOT / "var"
+    home = home.resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home}/catalog.sqlite"
+
+
+def _utc_naive(value: datetime | str | None) -> datetime | None:
+    """A datetime or ISO string as a naive UTC datetime (naive input is taken as UTC)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = parse_utc(value)
+    if not isinstance(value, datetime):
+        raise TypeError(f"expected a datetime or ISO-8601 string, got {type(value).__name__}")
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value
+
+
+def _iso(value: datetime | None) -> str | None:
+    """A stored datetime as ISO-8601 UTC with 'Z'."""
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    spec = "microseconds" if value.microsecond else "seconds"
+    return value.isoformat(timespec=spec) + "Z"
+
+
+def _now() -> datetime:
+    """Now, naive UTC."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _row_dict(row: RowMapping) -> dict[str, Any]:
+    """A result row as a plain dict, datetimes as ISO-8601 'Z' strings."""
+    data = dict(row)
+    for name in _DATETIME_COLUMNS + ("collected_at",):
+        if name in data:
+            data[name] = _iso(data[name])
+    return data
+
+
+class Catalog:
+    """The catalog database. ``Catalog()`` uses ``catalog_url()``; close with ``close()`` or ``with``."""
+
+    def __init__(self, url: str | None = None) -> None:
+        self.url = url or catalog_url()
+        self.engine = self._make_engine(self.url)
+        self._create_tables()
+
+    def __repr__(self) -> str:
+        return f"Catalog({make_url(self.url).render_as_string(hide_password=True)!r})"
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the engine's connections."""
+        self.engine.dispose()
+
+    @staticmethod
+    def _make_engine(url: str) -> Engine:
+        """An engine; SQLite gets a busy timeout and BEGIN IMMEDIATE so concurrent writers queue."""
+        parsed = make_url(url)
+        if parsed.get_backend_name() != "sqlite":
+            return create_engine(url, pool_pre_ping=True)
+        database = parsed.database or ""
+        kwargs: dict[str, Any] = {"connect_args": {"timeout": 30}}
+        if database in ("", ":memory:") or database.startswith("file::memory:"):
+            kwargs["poolclass"] = StaticPool
+            kwargs["connect_args"]["check_same_thread"] = False
+        else:
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, **kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            # Let SQLAlchemy, not the driver, emit BEGIN (the documented pysqlite recipe).
+            dbapi_connection.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            # Take the write lock up front: a deferred transaction that upgrades later can
+            # fail with SQLITE_BUSY at once instead of waiting out the busy timeout.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+
+    def _create_tables(self) -> None:
+        """Create missing tables; tolerate another process creating them at the same time."""
+        try:
+            metadata.create_all(self.engine)
+        except DBAPIError:
+            names = set(inspect(self.engine).get_table_names())
+            if not {"backups", "instance_facts"} <= names:
+                raise
+
+    def _tx(self, work: Callable[[Connection], T]) -> T:
+        """Run work in one transaction, retrying when a concurrent insert wins a unique key."""
+        for attempt in range(3):
+            try:
+                with self.engine.begin() as conn:
+                    return work(conn)
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+                log.info("catalog: concurrent write on the same key, retrying")
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _get(conn: Connection, instance: str, label: str) -> RowMapping | None:
+        """The backups row for (instance, label), or None."""
+        t = backups_table
+        return conn.execute(
+            select(t).where(and_(t.c.instance == instance, t.c.label == label))
+        ).mappings().first()
+
+    @staticmethod
+    def _upsert(conn: Connection, existing: RowMapping | None, instance: str, label: str,
+                values: dict[str, Any]) -> None:
+        """Insert or update the (instance, label) row with values."""
+        t = backups_table
+        values = dict(values, updated_at=_now())
+        if existing is None:
+            values.setdefault("kind", "full")
+            conn.execute(t.insert().values(instance=instance, label=label, **values))
+        else:
+            conn.execute(t.update().where(t.c.id == existing["id"]).values(**values))
+
+    # --- backups -------------------------------------------------------------------------
+
+    def start_backup(self, instance: str, label: str, run_id: str | None, source_name: str,
+                     source_host: str, source_port: int, started_at: datetime | str,
+                     storage_ssh_conn_id: str, storage_path: str) -> None:
+        """Record a backup as running (upsert on (instance, label)).
+
+        Raises CatalogError when the row is already usable or expired: a label that has a
+        manifest is never reused, and its row is never downgraded.
+        """
+        values = {
+            "status": "running", "run_id": run_id, "source_name": source_name,
+            "source_host": source_host, "source_port": source_port,
+            "started_at": _utc_naive(started_at), "finished_at": None, "error": None,
+            "storage_ssh_conn_id": storage_ssh_conn_id, "storage_path": storage_path,
+        }
+
+        def work(conn: Connection) -> None:
+            existing = self._get(conn, instance, label)
+            if existing is not None and existing["status"] in _PROTECTED:
+                raise CatalogError(
+                    f"backup {instance}/{label} is already {existing['status']}; it cannot be restarted")
+            self._upsert(conn, existing, instance, label, values)
+
+        self._tx(work)
+
+    def fail_backup(self, instance: str, label: str, error: str) -> bool:
+        """Mark a backup failed, keeping its other fields; create the row if missing.
+
+        A usable (or expired) row is left alone: a late failure callback never downgrades it.
+        Returns True when the row was written.
+        """
+        text = str(error)
+        if len(text) > _ERROR_LIMIT:
+            text = text[:_ERROR_LIMIT] + "\n[truncated]"
+
+        def work(conn: Connection) -> bool:
+            existing = self._get(conn, instance, label)
+            if existing is not None and existing["status"] in _PROTECTED:
+                log.info("catalog: %s/%s is %s; not marking it failed", instance, label, existing["status"])
+                return False
+            self._upsert(conn, existing, instance, label, {"status": "failed", "error": text})
+            return True
+
+        return self._tx(work)
+
+    def record_manifest(self, manifest: Manifest) -> None:
+        """Upsert the row for a manifest (validated first) as usable, with the manifest JSON."""
+        validate(manifest)
+
+        def work(conn: Connection) -> None:
+            existing = self._get(conn, manifest.instance, manifest.label)
+            self._upsert(conn, existing, manifest.instance, manifest.label, self._manifest_values(manifest))
+
+        self._tx(work)
+
+    @staticmethod
+    def _manifest_values(m: Manifest) -> dict[str, Any]:
+        """Column values for a usable backup described by manifest m."""
+        values = {name: getattr(m, name) for name in _MANIFEST_COLUMNS}
+        values.update(
+            status="usable",
+            started_at=_utc_naive(m.started_at),
+            finished_at=_utc_naive(m.finished_at),
+            verify_status=m.verify.get("status"),
+            verify_json=json.dumps(m.verify, sort_keys=True),
+            manifest_json=to_json(m),
+            error=None,
+        )
+        return values
+
+    def backups(self, instance: str | None = None, status: str | Iterable[str] | None = None,
+                since: datetime | str | None = None) -> list[dict[str, Any]]:
+        """Backup rows, newest label first; filter by instance, status(es) and start time >= since."""
+        t = backups_table
+        query = select(t)
+        if instance is not None:
+            query = query.where(t.c.instance == instance)
+        if status is not None:
+            wanted = [status] if isinstance(status, str) else list(status)
+            unknown = [s for s in wanted if s not in STATUSES]
+            if unknown:
+                raise ValueError(f"unknown backup status {unknown}; expected one of {', '.join(STATUSES)}")
+            query = query.where(t.c.status.in_(wanted))
+        if since is not None:
+            query = query.where(func.coalesce(t.c.started_at, t.c.updated_at) >= _utc_naive(since))
+        query = query.order_by(t.c.label.desc(), t.c.instance, t.c.id.desc())
+        with self.engine.connect() as conn:
+            return [_row_dict(row) for row in conn.execute(query).mappings()]
+
+    def last_usable(self, instance: str) -> dict[str, Any] | None:
+        """The newest usable backup row of an instance, or None."""
+        rows = self._newest_usable(instance, 1)
+        return rows[0] if rows else None
+
+    def history_sizes(self, instance: str, limit: int = 3) -> list[int]:
+        """Sizes in bytes of the newest usable backups of an instance, newest first."""
+        return [int(r["size_bytes"]) for r in self._newest_usable(instance, limit) if r["size_bytes"] is not None]
+
+    def _newest_usable(self, instance: str, limit: int) -> list[dict[str, Any]]:
+        """Up to limit newest usable rows of an instance."""
+        t = backups_table
+        query = (select(t).where(and_(t.c.instance == instance, t.c.status == "usable"))
+                 .order_by(t.c.label.desc(), t.c.id.desc()).limit(max(0, int(limit))))
+        with self.engine.connect() as conn:
+            return [_row_dict(row) for row in conn.execute(query).mappings()]
+
+    # --- facts ---------------------------------------------------------------------------
+
+    def record_facts(self, instance: str, facts: dict[str, Any],
+                     collected_at: datetime | str | None = None) -> None:
+        """Store one facts snapshot of an instance (collected_at defaults to now)."""
+        text = json.dumps(facts, sort_keys=True, default=str)
+        when = _utc_naive(collected_at) if collected_at is not None else _now()
+
+        def work(conn: Connection) -> None:
+            conn.execute(facts_table.insert().values(instance=instance, collected_at=when, facts_json=text))
+
+        self._tx(work)
+
+    def latest_facts(self, instance: str) -> dict[str, Any] | None:
+        """The newest facts dict recorded for an instance, or None."""
+        t = facts_table
+        query = (select(t.c.facts_json).where(t.c.instance == instance)
+                 .order_by(t.c.collected_at.desc(), t.c.id.desc()).limit(1))
+        with self.engine.connect() as conn:
+            text = conn.execute(query).scalar()
+        return None if text is None else json.loads(text)
+
+    # --- rebuild -------------------------------------------------------------------------
+
+    def rebuild_from_manifests(self, manifests: Iterable[tuple[str, str]],
+                               instances: Iterable[str] | None = None) -> RebuildReport:
+        """Upsert every valid manifest as usable; report invalid ones and usable rows missing on storage.
+
+        Each item is ``(path, manifest json text)``. ``instances`` is the scope of the storage
+        listing, used for ``not_on_storage``; by default, the instances of the valid manifests.
+        Nothing is ever deleted or downgraded.
+        """
+        report = RebuildReport()
+        valid: dict[tuple[str, str], Manifest] = {}
+        for path, text in manifests:
+            try:
+                m = from_json(text)
+                _check_path(path, m)
+            except ManifestError as exc:
+                report.invalid.append((path, str(exc)))
+                continue
+            valid[(m.instance, m.label)] = m
+        scope = set(instances) if instances is not None else {key[0] for key in valid}
+
+        def work(conn: Connection) -> None:
+            for (instance, label), m in sorted(valid.items()):
+                existing = self._get(conn, instance, label)
+                values = self._manifest_values(m)
+                if existing is None:
+                    report.added += 1
+                elif existing["status"] == "usable" and existing["manifest_json"] == values["manifest_json"]:
+                    report.unchanged += 1
+                    continue
+                else:
+                    report.updated += 1
+                self._upsert(conn, existing, instance, label, values)
+            if scope:
+                t = backups_table
+                rows = conn.execute(
+                    select(t.c.instance, t.c.label)
+                    .where(and_(t.c.status == "usable", t.c.instance.in_(sorted(scope))))
+                    .order_by(t.c.instance, t.c.label)
+                ).all()
+                report.not_on_storage = [(r.instance, r.label) for r in rows if (r.instance, r.label) not in valid]
+
+        def reset_and_work(conn: Connection) -> None:
+            report.added = report.updated = report.unchanged = 0
+            work(conn)
+
+        self._tx(reset_and_work)
+        return report
+
+
+def _check_path(path: str, m: Manifest) -> None:
+    """A manifest found at ``.../<instance>/<label>/manifest.json`` must describe that backup."""
+    parts = posixpath.normpath(path.replace("\\", "/")).split("/")
+    if len(parts) >= 3 and parts[-1] == "manifest.json" and parts[-3:-1] != [m.instance, m.label]:
+        raise ManifestError(
+            f"manifest describes {m.instance}/{m.label} but was found in {parts[-3]}/{parts[-2]}")

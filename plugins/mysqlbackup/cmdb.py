@@ -1,0 +1,720 @@
+"""The CMDB: which MySQL/MariaDB instances exist and how each one is backed up.
+
+``load_cmdb`` never raises for bad content. Every problem becomes a ``CmdbError``
+naming the row, the field, what is wrong and what would be right; rows with errors
+are left out and the valid rows load regardless. The loader runs at every DAG parse,
+so it validates with precompiled patterns and shares unchanged defaults between rows.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Iterable, Literal, Union
+
+import yaml
+
+Role = Literal["primary", "replica"]
+Flavor = Literal["mariadb", "mysql"]
+Compress = Literal["none", "gzip", "zstd"]
+AllowPrimary = Literal["never", "when_no_replica", "when_replicas_unhealthy"]
+
+ROLES: tuple[str, ...] = ("primary", "replica")
+FLAVORS: tuple[str, ...] = ("mariadb", "mysql")
+COMPRESSIONS: tuple[str, ...] = ("none", "gzip", "zstd")
+ALLOW_PRIMARY: tuple[str, ...] = ("never", "when_no_replica", "when_replicas_unhealthy")
+SCHEDULE_PRESETS: tuple[str, ...] = (
+    "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly",
+)
+ENV_VAR = "MYSQL_BACKUP_CMDB"
+POOL_PREFIX = "mysql_backup_storage__"
+DEFAULT_POOL_SLOTS = 4
+
+
+# ---------------------------------------------------------------- model
+
+
+@dataclass(frozen=True)
+class ReservePolicy:
+    """Reserve file on the database host: ``percent`` of the data filesystem, at ``path``
+    (None: beside the datadir)."""
+
+    percent: float = 1.5
+    path: str | None = None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How an instance is backed up. ``full_schedule`` None means manual runs only."""
+
+    full_schedule: str | None = "0 2 * * *"
+    retention_days: int = 7
+    compress: Compress = "zstd"
+    parallel: int = 2
+    allow_primary: AllowPrimary = "when_no_replica"
+    max_replica_lag_seconds: int = 300
+    reserve: ReservePolicy = ReservePolicy()
+    backup_enabled: bool = True
+
+
+@dataclass(frozen=True)
+class StorageLocation:
+    """Where an instance's backups land: ``<base_dir>/<instance>/<label>/`` on that host."""
+
+    ssh_conn_id: str
+    base_dir: str
+
+
+@dataclass(frozen=True)
+class StorageHost:
+    """A storage host and how many backups it takes at once (its Airflow pool size)."""
+
+    ssh_conn_id: str
+    max_concurrent_backups: int = DEFAULT_POOL_SLOTS
+
+
+@dataclass(frozen=True)
+class AlertConfig:
+    """Who hears about failures, and through which notifiers."""
+
+    email_to: tuple[str, ...] = ()
+    smtp_conn_id: str | None = None
+    email_from: str | None = None
+    webhook_conn_id: str | None = None
+    webhook_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One CMDB row: a database server and its backup settings."""
+
+    name: str
+    host: str
+    port: int
+    role: Role
+    replica_of: str | None
+    flavor: Flavor
+    ssh_conn_id: str
+    mysql_conn_id: str
+    owner: str
+    app: str
+    storage: StorageLocation
+    policy: Policy
+    alerts: AlertConfig
+    python: str = "python3"
+    become: bool = False
+    tags: tuple[str, ...] = ()
+
+    @property
+    def dag_id(self) -> str:
+        return f"mysql_backup__{self.name}"
+
+    @property
+    def is_replica(self) -> bool:
+        return self.role == "replica"
+
+
+@dataclass(frozen=True)
+class CmdbError:
+    """One problem in the CMDB. ``row`` counts instances from 1; None for file,
+    ``defaults`` and ``storages`` problems."""
+
+    row: int | None
+    name: str | None
+    field: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = []
+        if self.row is not None:
+            where.append(f"row {self.row}" + (f" (name {self.name!r})" if self.name else ""))
+        elif self.name:
+            where.append(f"name {self.name!r}")
+        if self.field:
+            where.append(f"field {self.field!r}")
+        return f"{', '.join(where)}: {self.message}" if where else self.message
+
+
+class CmdbInvalid(Exception):
+    """The CMDB has errors; ``errors`` holds all of them."""
+
+    def __init__(self, errors: Iterable[CmdbError], source: str | None = None) -> None:
+        self.errors = tuple(errors)
+        self.source = source
+        head = f"{source}: " if source else ""
+        lines = "\n".join(f"  - {e}" for e in self.errors)
+        super().__init__(f"{head}{len(self.errors)} CMDB error(s):\n{lines}")
+
+
+def pool_name(storage_ssh_conn_id: str) -> str:
+    """Airflow pool guarding one storage host: ``mysql_backup_storage__<conn id>``."""
+    return POOL_PREFIX + re.sub(r"[^A-Za-z0-9_.-]", "_", storage_ssh_conn_id)
+
+
+@dataclass(frozen=True)
+class Cmdb:
+    """A loaded CMDB: valid instances sorted by name, storage hosts, and every error."""
+
+    instances: tuple[Instance, ...] = ()
+    storages: tuple[StorageHost, ...] = ()
+    errors: tuple[CmdbError, ...] = ()
+    source: str = ""
+    _by_name: dict[str, Instance] = field(init=False, repr=False, compare=False)
+    _replicas: dict[str, list[Instance]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        replicas: dict[str, list[Instance]] = {}
+        for inst in sorted(self.instances, key=lambda i: i.name):
+            if inst.replica_of is not None:
+                replicas.setdefault(inst.replica_of, []).append(inst)
+        object.__setattr__(self, "_by_name", {i.name: i for i in self.instances})
+        object.__setattr__(self, "_replicas", replicas)
+
+    pool_name = staticmethod(pool_name)
+
+    def by_name(self, name: str) -> Instance | None:
+        """The valid instance called ``name``, or None."""
+        return self._by_name.get(name)
+
+    def replicas_of(self, name: str) -> list[Instance]:
+        """Valid instances whose ``replica_of`` is ``name``, sorted by name."""
+        return list(self._replicas.get(name, ()))
+
+    def pools(self) -> dict[str, int]:
+        """Pool name -> slots for every storage host an instance uses (default 4 slots)."""
+        slots = {s.ssh_conn_id: s.max_concurrent_backups for s in self.storages}
+        used = sorted({i.storage.ssh_conn_id for i in self.instances})
+        return {pool_name(c): slots.get(c, DEFAULT_POOL_SLOTS) for c in used}
+
+    def raise_for_errors(self) -> None:
+        """Raise ``CmdbInvalid`` listing every error, if there is any."""
+        if self.errors:
+            raise CmdbInvalid(self.errors, self.source)
+
+
+def cmdb_path() -> Path:
+    """``$MYSQL_BACKUP_CMDB`` if set, else ``<repo>/include/cmdb/instances.yaml``."""
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "include" / "cmdb" / "instances.yaml"
+
+
+# ---------------------------------------------------------------- field checks
+# A check takes a value and returns None when it is fine, else what is wrong.
+
+Check = Callable[[Any], Union[str, None]]
+Spec = dict[str, Union[Check, "Spec"]]
+
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+_CONN_RE = re.compile(r"[A-Za-z0-9_.-]{1,250}")
+_HOSTNAME_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9_])?")
+_IPV4ISH_RE = re.compile(r"[0-9.]+")
+_IPV6_RE = re.compile(r"[0-9A-Fa-f:.]+(?:%[A-Za-z0-9_.-]+)?")
+_PATH_RE = re.compile(r"(?:/[A-Za-z0-9_.+@=,:-]+)+/?")
+_PYTHON_RE = re.compile(r"[A-Za-z0-9_./+][A-Za-z0-9_./+-]{0,254}")
+_EMAIL_RE = re.compile(r"[^@\s,;<>\"'()]+@[^@\s,;<>\"'()]+")
+_URL_RE = re.compile(r"https?://[^\s\"'<>]+")
+_CRON_PART_RE = re.compile(r"(?:\*|([0-9A-Za-z]+)(?:-([0-9A-Za-z]+))?)(?:/([0-9]+))?")
+_MONTHS = {m: i + 1 for i, m in enumerate(
+    ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"))}
+_DAYS = {d: i for i, d in enumerate(("sun", "mon", "tue", "wed", "thu", "fri", "sat"))}
+_CRON_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
+    ("minute", 0, 59, {}), ("hour", 0, 23, {}), ("day of month", 1, 31, {}),
+    ("month", 1, 12, _MONTHS), ("day of week", 0, 7, _DAYS),
+)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 70 else text[:67] + "..."
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _enum(what: str, choices: tuple[str, ...]) -> Check:
+    def check(value: Any) -> str | None:
+        if isinstance(value, str) and value in choices:
+            return None
+        return f"unknown {what} {_show(value)}; expected one of: {', '.join(choices)}"
+    return check
+
+
+def _int_range(what: str, lo: int, hi: int | None = None) -> Check:
+    want = f"an integer {lo}..{hi}" if hi is not None else f"an integer >= {lo}"
+
+    def check(value: Any) -> str | None:
+        if _is_int(value) and value >= lo and (hi is None or value <= hi):
+            return None
+        return f"invalid {what} {_show(value)}: expected {want}"
+    return check
+
+
+def _boolean(what: str) -> Check:
+    def check(value: Any) -> str | None:
+        return None if isinstance(value, bool) else f"invalid {what} {_show(value)}: expected true or false"
+    return check
+
+
+def _text(what: str) -> Check:
+    def check(value: Any) -> str | None:
+        if isinstance(value, str) and value.strip():
+            return None
+        return f"invalid {what} {_show(value)}: expected a non-empty string"
+    return check
+
+
+def _optional(check: Check) -> Check:
+    def optional(value: Any) -> str | None:
+        return None if value is None else check(value)
+    return optional
+
+
+def _conn_id(what: str) -> Check:
+    def check(value: Any) -> str | None:
+        if isinstance(value, str) and _CONN_RE.fullmatch(value):
+            return None
+        return (f"invalid {what} {_show(value)}: expected an Airflow connection id "
+                "(1-250 of A-Z a-z 0-9 _ . -)")
+    return check
+
+
+def _check_name(value: Any) -> str | None:
+    if isinstance(value, str) and _NAME_RE.fullmatch(value):
+        return None
+    return (f"invalid name {_show(value)}: must match ^[A-Za-z0-9][A-Za-z0-9_-]{{0,63}}$ "
+            "(a letter or digit, then letters, digits, '_' or '-'; at most 64 characters)")
+
+
+def _check_replica_of(value: Any) -> str | None:
+    if value is None or (isinstance(value, str) and _NAME_RE.fullmatch(value)):
+        return None
+    return f"invalid replica_of {_show(value)}: expected the name of another row"
+
+
+def _check_host(value: Any) -> str | None:
+    if isinstance(value, str):
+        if _IPV4ISH_RE.fullmatch(value):
+            try:
+                ipaddress.IPv4Address(value)
+                return None
+            except ValueError:
+                pass
+        elif ":" not in value and _HOSTNAME_RE.fullmatch(value):
+            return None
+        if ":" in value and _IPV6_RE.fullmatch(value):
+            try:
+                ipaddress.IPv6Address(value)
+                return None
+            except ValueError:
+                pass
+    return (f"invalid host {_show(value)}: expected a hostname, IPv4 or IPv6 address "
+            "(no spaces, brackets or shell characters)")
+
+
+def _path(what: str, example: str) -> Check:
+    def check(value: Any) -> str | None:
+        if (isinstance(value, str) and _PATH_RE.fullmatch(value)
+                and not {".", ".."} & set(value.split("/"))):
+            return None
+        return (f"invalid {what} {_show(value)}: expected an absolute path like {example} "
+                "(no '.' or '..' parts, spaces or shell characters)")
+    return check
+
+
+def _check_python(value: Any) -> str | None:
+    if isinstance(value, str) and _PYTHON_RE.fullmatch(value):
+        return None
+    return (f"invalid python {_show(value)}: expected an interpreter name or path "
+            "like python3 or /usr/bin/python3.9")
+
+
+def _check_tags(value: Any) -> str | None:
+    if isinstance(value, list) and all(
+            isinstance(t, str) and t.strip() and len(t) <= 100 for t in value):
+        return None
+    return f"invalid tags {_show(value)}: expected a list of non-empty strings (at most 100 characters each)"
+
+
+def _check_email(value: Any) -> str | None:
+    if isinstance(value, str) and _EMAIL_RE.fullmatch(value):
+        return None
+    return f"invalid email address {_show(value)}: expected user@domain"
+
+
+def _check_email_list(value: Any) -> str | None:
+    if isinstance(value, list) and all(_check_email(v) is None for v in value):
+        return None
+    return f"invalid email_to {_show(value)}: expected a list of addresses like [dba@example.com]"
+
+
+def _check_url(value: Any) -> str | None:
+    if isinstance(value, str) and _URL_RE.fullmatch(value):
+        return None
+    return f"invalid webhook url {_show(value)}: expected http:// or https:// and no spaces"
+
+
+def _check_percent(value: Any) -> str | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0.1 <= value <= 10:
+        return None
+    return f"invalid reserve percent {_show(value)}: expected a number 0.1..10 (1 to 2 is usual)"
+
+
+@lru_cache(maxsize=512)
+def _cron_error(expr: str) -> str | None:
+    if expr.startswith("@"):
+        if expr in SCHEDULE_PRESETS:
+            return None
+        return f"unknown preset {expr!r}; expected one of: {', '.join(SCHEDULE_PRESETS)}"
+    parts = expr.split()
+    if len(parts) != 5:
+        return f"{len(parts)} fields, expected 5 (minute hour day-of-month month day-of-week)"
+    for text, (what, lo, hi, names) in zip(parts, _CRON_FIELDS):
+        for part in text.split(","):
+            m = _CRON_PART_RE.fullmatch(part)
+            if m is None:
+                return f"bad {what} field {text!r}"
+            start, end, step = m.groups()
+            values = []
+            for token in (start, end):
+                if token is None:
+                    continue
+                number = int(token) if token.isdigit() else names.get(token.lower())
+                if number is None or not lo <= number <= hi:
+                    return f"bad {what} {token!r}: expected {lo}..{hi}"
+                values.append(number)
+            if len(values) == 2 and values[0] > values[1]:
+                return f"bad {what} range {part!r}: start after end"
+            if step is not None and not 1 <= int(step) <= hi:
+                return f"bad {what} step {part!r}: expected 1..{hi}"
+    return None
+
+
+def _check_schedule(value: Any) -> str | None:
+    if value is None:
+        return None
+    why = _cron_error(value) if isinstance(value, str) else f"not a string but {type(value).__name__}"
+    if why is None:
+        return None
+    return (f"invalid full_schedule {_show(value)}: {why}; expected a 5-field cron string "
+            f"like '0 2 * * *', a preset ({', '.join(SCHEDULE_PRESETS)}) or null for manual only")
+
+
+_RESERVE_SPEC: Spec = {
+    "percent": _check_percent,
+    "path": _optional(_path("reserve path", "/var/lib/mysql-reserve")),
+}
+_POLICY_SPEC: Spec = {
+    "full_schedule": _check_schedule,
+    "retention_days": _int_range("retention_days", 1),
+    "compress": _enum("compress", COMPRESSIONS),
+    "parallel": _int_range("parallel", 1, 64),
+    "allow_primary": _enum("allow_primary", ALLOW_PRIMARY),
+    "max_replica_lag_seconds": _int_range("max_replica_lag_seconds", 0),
+    "reserve": _RESERVE_SPEC,
+}
+_STORAGE_SPEC: Spec = {
+    "ssh_conn_id": _conn_id("storage ssh_conn_id"),
+    "base_dir": _path("base_dir", "/srv/mysql-backups"),
+}
+_DEFAULT_ALERTS_SPEC: Spec = {
+    "email": {"smtp_conn_id": _optional(_conn_id("smtp_conn_id")), "from": _optional(_check_email)},
+    "webhook": {"conn_id": _optional(_conn_id("webhook conn_id")), "url": _optional(_check_url)},
+}
+_ROW_SPEC: Spec = {
+    "name": _check_name,
+    "host": _check_host,
+    "port": _int_range("port", 1, 65535),
+    "role": _enum("role", ROLES),
+    "replica_of": _check_replica_of,
+    "flavor": _enum("flavor", FLAVORS),
+    "ssh_conn_id": _conn_id("ssh_conn_id"),
+    "mysql_conn_id": _conn_id("mysql_conn_id"),
+    "owner": _text("owner"),
+    "app": _text("app"),
+    "python": _check_python,
+    "become": _boolean("become"),
+    "tags": _check_tags,
+    "backup": {"enabled": _boolean("backup.enabled")},
+    "policy": _POLICY_SPEC,
+    "storage": _STORAGE_SPEC,
+    "alerts": {**_DEFAULT_ALERTS_SPEC, "email_to": _check_email_list},
+}
+_DEFAULTS_SPEC: Spec = {"storage": _STORAGE_SPEC, "policy": _POLICY_SPEC, "alerts": _DEFAULT_ALERTS_SPEC}
+_STORAGES_SPEC: Spec = {
+    "ssh_conn_id": _conn_id("ssh_conn_id"),
+    "max_concurrent_backups": _int_range("max_concurrent_backups", 1, 1024),
+}
+_TOP_KEYS = ("defaults", "storages", "instances")
+_REQUIRED = ("name", "host", "port", "role", "flavor", "ssh_conn_id", "mysql_conn_id", "owner", "app")
+_BUILTIN_POLICY: dict[str, Any] = {k: v for k, v in asdict(Policy()).items() if k != "backup_enabled"}
+
+Report = Callable[[Union[str, None], str], None]
+
+
+def _type(value: Any) -> str:
+    return "nothing" if value is None else type(value).__name__
+
+
+def _unknown_key(key: Any, spec: Spec) -> str:
+    hint = difflib.get_close_matches(str(key), list(spec), n=1)
+    did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
+    return f"unknown key {_show(key)}{did_you_mean}; expected one of: {', '.join(sorted(spec))}"
+
+
+def _validate(raw: Any, spec: Spec, prefix: str, report: Report) -> dict[str, Any]:
+    """Check a mapping against ``spec``; report each problem; return the valid items."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        report(prefix or None, f"expected a mapping, got {_type(raw)} {_show(raw)}")
+        return {}
+    valid: dict[str, Any] = {}
+    for key, value in raw.items():
+        where = f"{prefix}.{key}" if prefix else str(key)
+        check = spec.get(key) if isinstance(key, str) else None
+        if check is None:
+            report(where, _unknown_key(key, spec))
+        elif isinstance(check, dict):
+            valid[key] = _validate(value, check, where, report)
+        else:
+            problem = check(value)
+            if problem is None:
+                valid[key] = value
+            else:
+                report(where, problem)
+    return valid
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``, one level of nested mappings merged key by key."""
+    merged = dict(base)
+    for key, value in over.items():
+        below = merged.get(key)
+        merged[key] = {**below, **value} if isinstance(value, dict) and isinstance(below, dict) else value
+    return merged
+
+
+def _policy(values: dict[str, Any], enabled: bool) -> Policy:
+    reserve = values["reserve"]
+    return Policy(**{**values, "reserve": ReservePolicy(float(reserve["percent"]), reserve["path"])},
+                  backup_enabled=enabled)
+
+
+# ---------------------------------------------------------------- loading
+
+
+class _Row:
+    """One instances entry while it is being checked."""
+
+    __slots__ = ("row", "name", "errors", "notes", "values", "policy", "storage", "alerts")
+
+    def __init__(self, row: int, name: str | None) -> None:
+        self.row = row
+        self.name = name
+        self.errors: list[CmdbError] = []
+        self.notes: list[CmdbError] = []  # reported, but do not reject the row
+        self.values: dict[str, Any] = {}
+        self.policy: dict[str, Any] | None = None  # None: the shared defaults
+        self.storage: dict[str, Any] = {}
+        self.alerts: dict[str, Any] = {}
+
+    def add(self, field_: str | None, message: str) -> None:
+        self.errors.append(CmdbError(self.row, self.name, field_, message))
+
+    def has_error(self, *fields: str) -> bool:
+        return any(e.field in fields for e in self.errors)
+
+
+def _broken(source: str, message: str) -> Cmdb:
+    return Cmdb(errors=(CmdbError(None, None, None, message),), source=source)
+
+
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # same rules as safe_load, in C
+
+
+def load_cmdb(path: str | Path) -> Cmdb:
+    """Read and check the CMDB at ``path``. Bad content becomes errors, never an exception."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return _broken(source, f"CMDB file {source} not found; create it or point {ENV_VAR} at one")
+    except (OSError, UnicodeDecodeError) as exc:
+        return _broken(source, f"cannot read CMDB file {source}: {exc}")
+    try:
+        doc = yaml.load(text, Loader=_YAML_LOADER)
+    except yaml.YAMLError as exc:
+        return _broken(source, f"CMDB file {source} is not valid YAML: {exc}")
+    return parse_cmdb(doc, source)
+
+
+def parse_cmdb(doc: Any, source: str = "<memory>") -> Cmdb:
+    """Check an already parsed CMDB document (see ``load_cmdb``)."""
+    if not isinstance(doc, dict):
+        return _broken(source, f"CMDB {source}: the top level must be a mapping with an "
+                               f"'instances' list, got {_type(doc)}")
+    if not isinstance(doc.get("instances"), list):
+        return _broken(source, f"CMDB {source}: 'instances' must be a list of rows, "
+                               f"got {_type(doc.get('instances'))}")
+    errors: list[CmdbError] = []
+
+    def report(where: str | None, message: str) -> None:
+        errors.append(CmdbError(None, None, where, message))
+
+    for key in doc:
+        if key not in _TOP_KEYS:
+            report(str(key), _unknown_key(key, dict.fromkeys(_TOP_KEYS)))  # type: ignore[arg-type]
+
+    # Defaults: an invalid default value is reported and the built-in default applies.
+    defaults = _validate(doc.get("defaults"), _DEFAULTS_SPEC, "defaults", report)
+    base_policy = _merge(_BUILTIN_POLICY, defaults.get("policy", {}))
+    base_storage: dict[str, Any] = defaults.get("storage", {})
+    base_alerts: dict[str, Any] = _merge({"email": {}, "webhook": {}}, defaults.get("alerts", {}))
+    shared_policy = {True: _policy(base_policy, True), False: _policy(base_policy, False)}
+
+    storages = _storages(doc.get("storages"), report)
+    rows = [_check_row(i, raw, base_policy, base_storage, base_alerts)
+            for i, raw in enumerate(doc["instances"], start=1)]
+    valid = _resolve(rows)
+
+    instances = []
+    for r in rows:
+        errors.extend(r.errors)
+        errors.extend(r.notes)
+        if valid[r.row]:
+            v = r.values
+            # A replica is valid only if its replica_of row is: its primary is listed here.
+            enabled = v.get("backup", {}).get("enabled", v["role"] != "replica")
+            policy = shared_policy[enabled] if r.policy is None else _policy(r.policy, enabled)
+            instances.append(_instance(v, policy, r.storage, r.alerts))
+    instances.sort(key=lambda i: i.name)
+    return Cmdb(tuple(instances), storages, tuple(errors), source)
+
+
+def _storages(raw: Any, report: Report) -> tuple[StorageHost, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        report("storages", f"expected a list of storage hosts, got {_type(raw)}")
+        return ()
+    hosts: dict[str, StorageHost] = {}
+    for n, item in enumerate(raw, start=1):
+        where = f"storages[{n}]"
+        values = _validate(item, _STORAGES_SPEC, where, report)
+        if not isinstance(item, dict):
+            continue
+        conn = values.get("ssh_conn_id")
+        if "ssh_conn_id" not in item:
+            report(f"{where}.ssh_conn_id", "missing; every storage host needs its ssh_conn_id")
+        elif conn in hosts:
+            report(f"{where}.ssh_conn_id", f"duplicate storage {conn!r}; list each storage host once")
+        elif conn is not None and len(values) == len(item):
+            hosts[conn] = StorageHost(conn, values.get("max_concurrent_backups", DEFAULT_POOL_SLOTS))
+    return tuple(sorted(hosts.values(), key=lambda s: s.ssh_conn_id))
+
+
+def _check_row(n: int, raw: Any, base_policy: dict[str, Any], base_storage: dict[str, Any],
+               base_alerts: dict[str, Any]) -> _Row:
+    """Check every field of one row; the row keeps all of its errors."""
+    name = raw.get("name") if isinstance(raw, dict) else None
+    r = _Row(n, name if isinstance(name, str) else None)
+    if not isinstance(raw, dict):
+        r.add(None, f"expected a mapping of fields, got {_type(raw)} {_show(raw)}")
+        return r
+    v = r.values = _validate(raw, _ROW_SPEC, "", r.add)
+    for key in _REQUIRED:
+        if key not in raw:
+            r.add(key, "missing; this field is required")
+    role, replica_of = v.get("role"), raw.get("replica_of")
+    if role == "replica" and replica_of is None:
+        r.add("replica_of", "missing; a replica needs replica_of: <name of the row it replicates from>")
+    elif role == "primary" and replica_of is not None:
+        r.add("replica_of", "a primary must not have replica_of; set role: replica or remove replica_of")
+    elif replica_of is not None and replica_of == name:
+        r.add("replica_of", f"row {name!r} cannot be a replica of itself")
+    if v.get("policy"):
+        r.policy = _merge(base_policy, v["policy"])
+    r.storage = {**base_storage, **v.get("storage", {})}
+    for key in _STORAGE_SPEC:
+        if key not in r.storage and not r.has_error(f"storage.{key}", "storage"):
+            r.add(f"storage.{key}", f"missing; set storage.{key} in this row or in defaults.storage")
+    r.alerts = _merge(base_alerts, v.get("alerts", {}))
+    return r
+
+
+def _resolve(rows: list[_Row]) -> dict[int, bool]:
+    """Apply name uniqueness and replica_of links; return row number -> valid."""
+    first: dict[str, _Row] = {}
+    for r in rows:
+        if r.name is None or _check_name(r.name) is not None:
+            continue
+        winner = first.get(r.name)
+        if winner is None:
+            first[r.name] = r
+            continue
+        r.add("name", f"duplicate name {r.name!r}: row {winner.row} already uses it and keeps "
+                      "its DAG; this row is ignored until it is renamed")
+        winner.notes.append(CmdbError(winner.row, r.name, "name",
+                                      f"name {r.name!r} is also used by row {r.row}, which is ignored"))
+
+    valid: dict[int, bool] = {}
+    for start in rows:
+        path: list[_Row] = []
+        on_path: set[int] = set()
+        r = start
+        while r.row not in valid:
+            if r.errors:
+                valid[r.row] = False
+            elif r.values["role"] != "replica":
+                valid[r.row] = True
+            elif r.row in on_path:
+                cycle = path[path.index(r):]
+                chain = " -> ".join([c.name or "?" for c in cycle] + [r.name or "?"])
+                for c in cycle:
+                    c.add("replica_of", f"replica_of forms a cycle ({chain}); one of them must be a primary")
+                    valid[c.row] = False
+            elif r.values["replica_of"] not in first:
+                r.add("replica_of", f"replica_of {r.values['replica_of']!r} names no row in this CMDB")
+                valid[r.row] = False
+            else:
+                path.append(r)
+                on_path.add(r.row)
+                r = first[r.values["replica_of"]]
+        for p in reversed(path):
+            if p.row in valid:
+                continue
+            target = first[p.values["replica_of"]]
+            if not valid[target.row]:
+                p.add("replica_of", f"replica_of {target.name!r} names row {target.row}, which has "
+                                    "errors; fix that row first")
+            valid[p.row] = valid[target.row]
+    return valid
+
+
+def _instance(v: dict[str, Any], policy: Policy, storage: dict[str, Any],
+              alerts: dict[str, Any]) -> Instance:
+    owner: str = v["owner"]
+    email, webhook = alerts["email"], alerts["webhook"]
+    email_to = alerts.get("email_to")
+    return Instance(
+        name=v["name"], host=v["host"], port=v["port"], role=v["role"],
+        replica_of=v.get("replica_of"), flavor=v["flavor"], ssh_conn_id=v["ssh_conn_id"],
+        mysql_conn_id=v["mysql_conn_id"], owner=owner, app=v["app"],
+        storage=StorageLocation(storage["ssh_conn_id"], storage["base_dir"].rstrip("/")),
+        policy=policy,
+        alerts=AlertConfig(
+            email_to=tuple(email_to) if email_to is not None else ((owner,) if "@" in owner else ()),
+            smtp_conn_id=email.get("smtp_conn_id"), email_from=email.get("from"),
+            webhook_conn_id=webhook.get("conn_id"), webhook_url=webhook.get("url"),
+        ),
+        python=v.get("python", "python3"), become=v.get("become", False),
+        tags=tuple(v.get("tags", ())),
+    )
