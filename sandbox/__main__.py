@@ -13,7 +13,8 @@ from sandbox.servers import Sandbox
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__)
-    ap.add_argument("action", choices=["up", "down", "status", "env"])
+    ap.add_argument("action", choices=["up", "down", "status", "connections"])
+    ap.add_argument("--out", help="with connections: file to write (0600) for `airflow connections import`")
     ap.add_argument("--dir", default=".sandbox", help="state directory (default .sandbox)")
     ap.add_argument("--no-replica", action="store_true", help="start the source only")
     args = ap.parse_args(argv)
@@ -50,11 +51,17 @@ def main(argv: list[str] | None = None) -> int:
                           "replica_port": sb.replica.port if sb.replica else None,
                           "sshd_port": sb.sshd.port}))
         return 0 if sb.running() else 1
-    elif args.action == "env":
-        # shell lines exporting the Airflow connections (quoted); secrets go to a 0600 file by the caller
-        import shlex
+    elif args.action == "connections":
+        import os
+        conns = {}
         for conn_id, conn in sb.connections().items():
-            print(f"export AIRFLOW_CONN_{conn_id.upper()}={shlex.quote(json.dumps(conn))}")
+            c = dict(conn)
+            if isinstance(c.get("extra"), dict):
+                c["extra"] = json.dumps(c["extra"])
+            conns[conn_id] = c
+        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(conns, f)
     return 0
 
 

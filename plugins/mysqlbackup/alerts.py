@@ -213,7 +213,11 @@ class WebhookNotifier:
 
 
 def redact_url(url: str) -> str:
-    """A URL safe to show: scheme, host, port and path; no userinfo, query or fragment."""
+    """A URL safe to show: scheme, host, port and the first path segment.
+
+    No userinfo, query or fragment, and nothing past the first path segment: Slack- and
+    Teams-style webhooks carry their token in the path (``/services/T000/B000/XXXX``).
+    """
     try:
         parts = urllib.parse.urlsplit(url)
         host = parts.hostname or ""
@@ -223,7 +227,9 @@ def redact_url(url: str) -> str:
     if ":" in host:
         host = f"[{host}]"
     netloc = f"{host}:{port}" if port is not None else host
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    segments = [seg for seg in parts.path.split("/") if seg]
+    path = "/" + segments[0] + ("/..." if len(segments) > 1 else "") if segments else ""
+    return urllib.parse.urlunsplit((parts.scheme, netloc, path, "", ""))
 
 
 def _safe(text: str, *secrets: str | None) -> str:
