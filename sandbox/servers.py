@@ -359,7 +359,9 @@ class Sandbox:
 
     def cmdb(self, **policy) -> dict:
         """A CMDB (as a dict, dump it to YAML) describing this sandbox."""
-        pol = {"full_schedule": "0 2 * * *", "retention_days": 7, "compress": "zstd", "parallel": 2}
+        # the sandbox's "data filesystem" is this machine's disk: a small reserve file is enough
+        pol = {"full_schedule": "0 2 * * *", "retention_days": 7, "compress": "zstd", "parallel": 2,
+               "reserve": {"percent": 0.1}}
         pol.update(policy)
         rows = [{"name": "sandbox", "host": "127.0.0.1", "port": self.source.port, "role": "primary",
                  "flavor": "mariadb", "ssh_conn_id": "sandbox_ssh",

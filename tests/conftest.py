@@ -10,6 +10,36 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Airflow reads its configuration when first imported: make the whole session hermetic before
+# any test imports it (own AIRFLOW_HOME, this repo's dags/plugins, no examples, no retries).
+_SESSION_HOME = tempfile.mkdtemp(prefix="mbk-af-")
+os.environ.update({
+    "AIRFLOW_HOME": _SESSION_HOME,
+    "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+    "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+    "MYSQL_BACKUP_TASK_RETRIES": "0",
+    "MYSQL_BACKUP_HOME": os.path.join(_SESSION_HOME, "mysql-backup"),
+})
+os.environ.pop("MYSQL_BACKUP_CATALOG_URL", None)
+os.environ.pop("MYSQL_BACKUP_CMDB", None)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_SESSION_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> str:
+    """A migrated Airflow metadata DB (SQLite) for dag.test(); about 3 s once per session."""
+    import subprocess
+    import sys
+    airflow = Path(sys.executable).with_name("airflow")
+    res = subprocess.run([str(airflow), "db", "migrate"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return _SESSION_HOME
+
 
 @pytest.fixture(scope="session")
 def mariadb_template(tmp_path_factory) -> Path:
