@@ -134,7 +134,7 @@ class MariaDB:
                 "--binlog-format=ROW", "--binlog-row-image=FULL", "--binlog-row-metadata=FULL",
                 "--gtid-strict-mode=ON", "--log-slave-updates=ON", "--skip-name-resolve",
                 "--innodb-buffer-pool-size=64M", "--character-set-server=utf8mb4",
-                "--collation-server=utf8mb4_unicode_ci", f"--gtid-domain-id=0",
+                "--collation-server=utf8mb4_unicode_ci", "--gtid-domain-id=0",
                 "--max-connections=200"]
         if os.geteuid() == 0:
             args.insert(2, "--user=root")

@@ -19,7 +19,7 @@ from hooks.openssh import OpenSSHHook
 from mysqlbackup import planner
 from mysqlbackup.catalog import Catalog
 from mysqlbackup.cmdb import Instance
-from mysqlbackup.labels import new_label
+from mysqlbackup.labels import FULL, new_label
 from mysqlbackup.manifest import MANIFEST_VERSION, Manifest, to_json
 from mysqlbackup.remote import Pipeline, ScriptBundle, StepResult
 
@@ -212,7 +212,7 @@ class FullBackupOperator(HostScriptOperator):
         inst = self.by_name(src["name"])
         pol = self.instance.policy
         started = datetime.now(timezone.utc)
-        label = new_label("F", started)
+        label = new_label(FULL, started)
         label_dir = f"{self.instance.storage.base_dir}/{self.instance.name}/{label}"
         artifact = ARTIFACT_BASE + SUFFIX[pol.compress]
         ti.xcom_push(key="label", value=label)

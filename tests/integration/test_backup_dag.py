@@ -1,0 +1,198 @@
+"""The real DAG, run with dag.test() over real SSH against a real MariaDB source and replica.
+
+A backup counts only when restored: every success test extracts, prepares and starts the
+stored backup and compares CHECKSUM TABLE ... EXTENDED with the source.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import threading
+import time
+from email import message_from_bytes
+from pathlib import Path
+
+import pytest
+import yaml
+
+import dataset
+from receivers import BoundController, Hook, Inbox
+
+pytestmark = pytest.mark.server
+
+REPO = Path(__file__).resolve().parents[2]
+DAGS = REPO / "dags"
+
+
+class Env:
+    """CMDB, connections, catalog and alert receivers for one test."""
+
+    def __init__(self, sb, tmp_path: Path, monkeypatch, inbox: Inbox, smtp: BoundController, hook: Hook):
+        self.sb, self.tmp, self.mp = sb, tmp_path, monkeypatch
+        self.inbox, self.hook = inbox, hook
+        self.cmdb_file = tmp_path / "cmdb.yaml"
+        self.catalog_url = f"sqlite:///{tmp_path}/catalog.sqlite"
+        monkeypatch.setenv("MYSQL_BACKUP_CMDB", str(self.cmdb_file))
+        monkeypatch.setenv("MYSQL_BACKUP_CATALOG_URL", self.catalog_url)
+        conns = dict(sb.connections())
+        conns["smtp_test"] = {"conn_type": "smtp", "host": "127.0.0.1", "port": smtp.port}
+        for conn_id, conn in conns.items():
+            monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
+        self.write_cmdb()
+
+    def write_cmdb(self, **policy) -> None:
+        doc = self.sb.cmdb(**policy)
+        doc["defaults"]["storage"]["base_dir"] = str(self.tmp / "storage")
+        doc["defaults"]["alerts"] = {"email": {"smtp_conn_id": "smtp_test", "from": "backup@localhost"},
+                                     "webhook": {"url": self.hook.url("/hook")}}
+        self.cmdb_file.write_text(yaml.safe_dump(doc))
+
+    def run(self, name: str = "sandbox"):
+        from airflow.dag_processing.dagbag import BundleDagBag
+        bag = BundleDagBag(dag_folder=str(DAGS), bundle_path=str(DAGS), bundle_name="dags-folder")
+        assert bag.import_errors == {}
+        dr = bag.dags[f"mysql_backup__{name}"].test()
+        states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
+        return dr.state, states
+
+    def catalog(self):
+        from mysqlbackup.catalog import Catalog
+        return Catalog(self.catalog_url)
+
+    def storage(self, name: str = "sandbox") -> Path:
+        return self.tmp / "storage" / name
+
+    def webhook_alerts(self) -> list[dict]:
+        return [json.loads(r["body"]) for r in self.hook.requests]
+
+
+@pytest.fixture
+def env(sandbox, airflow_db, tmp_path, monkeypatch):
+    if not sandbox.source.sql("SHOW DATABASES LIKE 'shop'"):
+        dataset.load(sandbox.source)
+        sandbox.sync_replica()
+    inbox = Inbox()
+    smtp = BoundController(inbox)
+    smtp.start()
+    hook = Hook().start()
+    try:
+        yield Env(sandbox, tmp_path, monkeypatch, inbox, smtp, hook)
+    finally:
+        smtp.stop()
+        hook.stop()
+
+
+def test_full_backup_from_the_replica_restores_to_the_source_checksums(env, tmp_path):
+    state, tasks = env.run()
+    assert state == "success", tasks
+    [row] = env.catalog().backups(instance="sandbox", status="usable")
+    # the primary is protected: the replica was the source
+    assert row["source_name"] == "sandbox_replica" and row["source_port"] == env.sb.replica.port
+    assert row["verify_status"] == "ok" and row["size_bytes"] > 0
+    assert row["gtid"] == env.sb.source.sql("SELECT @@gtid_binlog_pos")[0][0]
+    assert row["binlog_file"] and row["to_lsn"] and row["last_lsn"]
+    label_dir = Path(row["storage_path"])
+    manifest = json.loads((label_dir / "manifest.json").read_text())
+    assert manifest["label"] == row["label"] and manifest["status"] == "usable"
+    sums = (label_dir / "SHA256SUMS").read_text()
+    assert re.search(r"^[0-9a-f]{64}  shop/typed\.ibd$", sums, re.M), sums[:500]
+    out = subprocess.run(["sha256sum", str(label_dir / manifest["artifact"])], capture_output=True, text=True)
+    assert out.stdout.split()[0] == manifest["sha256"]
+    # the reserve file on the source host's data filesystem
+    reserve = Path(env.sb.replica.base) / ".mysql-backup-reserve-data"
+    assert reserve.stat().st_size >= 1 << 20 and reserve.stat().st_blocks * 512 >= reserve.stat().st_size
+    # no scratch copy left behind
+    assert not any((env.tmp / "storage" / ".scratch").glob("*"))
+    # the restore proof
+    server, proc = dataset.restore(label_dir, manifest["artifact"], tmp_path)
+    try:
+        assert dataset.checksums(server) == dataset.checksums(env.sb.source)
+        assert dataset.row_counts(server) == dataset.row_counts(env.sb.source)
+    finally:
+        dataset.cleanup(server, proc, tmp_path)
+    assert env.webhook_alerts() == [] and env.inbox.envelopes == []
+
+
+def test_unhealthy_replica_protects_the_primary_and_alerts_the_owner(env):
+    env.sb.replica.sql("STOP SLAVE SQL_THREAD")
+    try:
+        env.write_cmdb(allow_primary="never")
+        state, tasks = env.run()
+        assert state == "failed" and tasks["choose_source"] == "failed", tasks
+        assert tasks["full_backup"] != "success"
+        [alert] = env.webhook_alerts()
+        assert alert["task_id"] == "choose_source" and alert["instance"] == "sandbox"
+        assert "sandbox_replica" in alert["error"] and "SQL thread" in alert["error"], alert["error"]
+        assert alert["log_url"] and "choose_source" in alert["log_url"]
+        assert env.inbox.received.wait(10)
+        msg = message_from_bytes(env.inbox.envelopes[0].original_content)
+        assert "FAILED sandbox choose_source" in msg["Subject"]
+        assert env.inbox.envelopes[0].rcpt_tos == ["dba@localhost"]
+        assert env.catalog().backups(instance="sandbox") == []
+
+        # the policy may allow the primary when every replica is unhealthy
+        env.write_cmdb(allow_primary="when_replicas_unhealthy")
+        state, tasks = env.run()
+        assert state == "success", tasks
+        [row] = env.catalog().backups(instance="sandbox", status="usable")
+        assert row["source_name"] == "sandbox" and row["source_port"] == env.sb.source.port
+    finally:
+        env.sb.replica.sql("START SLAVE SQL_THREAD")
+        env.sb.sync_replica()
+
+
+def test_storage_too_small_fails_before_anything_is_copied(env):
+    env.catalog().start_backup("sandbox", "20200101-000000F", "r", "sandbox_replica", "127.0.0.1", 1,
+                               "2020-01-01T00:00:00Z", "sandbox_storage", "/x/sandbox/20200101-000000F")
+    # a past backup of 1 PiB: the estimate says the next one will not fit
+    with env.catalog().engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE backups SET status='usable', size_bytes=? WHERE label='20200101-000000F'",
+                             (2 ** 50,))
+    state, tasks = env.run()
+    assert state == "failed" and tasks["reserve_space"] == "failed", tasks
+    [alert] = env.webhook_alerts()
+    assert "needs about" in alert["error"] and "free" in alert["error"], alert["error"]
+    assert not env.storage().exists() or not any(env.storage().iterdir())
+
+
+def test_a_failure_in_the_middle_of_a_backup_leaves_nothing_usable(env, monkeypatch):
+    # enough data that the stream takes a while; killed as soon as bytes land on storage
+    big = env.sb.source
+    big.sql("CREATE DATABASE IF NOT EXISTS bulk")
+    big.sql("CREATE TABLE IF NOT EXISTS bulk.b (id INT PRIMARY KEY, data LONGBLOB)")
+    if big.sql("SELECT COUNT(*) FROM bulk.b")[0][0] == 0:
+        for i in range(40):
+            big.sql("INSERT INTO bulk.b VALUES (%s, %s)", (i, os.urandom(2 << 20)))
+    env.sb.sync_replica()
+    env.write_cmdb(compress="none", parallel=1)
+    killed = threading.Event()
+    stop = threading.Event()
+
+    def killer():
+        while not stop.is_set():
+            partial = list(env.storage().glob("*/backup.xbstream.partial"))
+            if partial and partial[0].stat().st_size > (4 << 20):
+                subprocess.run(["pkill", "-KILL", "-f", "mariabackup.*--backup"], check=False)
+                killed.set()
+                return
+            time.sleep(0.005)
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    try:
+        state, tasks = env.run()
+    finally:
+        stop.set()
+        t.join(5)
+    assert killed.is_set(), "the backup finished before it could be killed: the test proved nothing"
+    assert state == "failed" and tasks["full_backup"] == "failed", tasks
+    assert tasks["verify_backup"] != "success" and tasks["catalog_backup"] != "success"
+    assert list(env.storage().rglob("manifest.json")) == []
+    assert list(env.storage().glob("*")) == [], "the partial backup directory was not discarded"
+    rows = env.catalog().backups(instance="sandbox")
+    assert [r["status"] for r in rows] == ["failed"] and rows[0]["error"]
+    assert env.catalog().last_usable("sandbox") is None
+    [alert] = env.webhook_alerts()
+    assert alert["task_id"] == "full_backup"
