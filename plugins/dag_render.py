@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import os
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 
-from airflow.sdk import DAG
+from airflow.sdk import DAG, chain
 
 from mysqlbackup.cmdb import Cmdb, Instance
 from operators.alerting import BackupFailureCallback
@@ -19,6 +20,25 @@ from operators.cmdb_health import CmdbHealthOperator
 START = datetime(2024, 1, 1, tzinfo=timezone.utc)
 DAG_PREFIX = "mysql_backup__"
 HEALTH_DAG_ID = "mysql_backup_cmdb_health"
+
+
+@lru_cache(maxsize=None)
+def _dag_defaults() -> dict:
+    """DAG arguments Airflow would read from its configuration once per DAG: read them once."""
+    from airflow.sdk.configuration import conf
+    return {"max_consecutive_failed_dag_runs": conf.getint("core", "max_consecutive_failed_dag_runs_per_dag"),
+            "disable_bundle_versioning": conf.getboolean("dag_processor", "disable_bundle_versioning"),
+            "max_active_tasks": 6, "catchup": False}
+
+
+@lru_cache(maxsize=256)
+def _timetable(schedule: str | None):
+    """One timetable per distinct schedule, shared by every DAG using it (they are immutable)."""
+    if schedule is None:
+        return None
+    from airflow.timetables.trigger import CronTriggerTimetable
+    import pendulum
+    return CronTriggerTimetable(schedule, timezone=pendulum.UTC)
 
 
 def task_retries() -> int:
@@ -37,8 +57,8 @@ def backup_dag(inst: Instance, cmdb: Cmdb) -> DAG:
            f"owner {inst.owner}). Source: a healthy replica ({', '.join(r.name for r in replicas) or 'none listed'}), "
            f"primary allowed: {pol.allow_primary}. Storage: `{inst.storage.ssh_conn_id}:{inst.storage.base_dir}`. "
            f"Schedule: {pol.full_schedule if pol.backup_enabled else 'manual (backup disabled in the CMDB)'}.")
-    with DAG(dag_id=DAG_PREFIX + inst.name, schedule=pol.full_schedule if pol.backup_enabled else None,
-             start_date=START, catchup=False, max_active_runs=1, default_args=default_args,
+    with DAG(dag_id=DAG_PREFIX + inst.name, schedule=_timetable(pol.full_schedule if pol.backup_enabled else None),
+             start_date=START, max_active_runs=1, default_args=default_args, **_dag_defaults(),
              tags=["mysql-backup", f"app:{inst.app}"[:100], f"owner:{inst.owner}"[:100], *inst.tags],
              doc_md=doc, dagrun_timeout=timedelta(hours=24)) as dag:
         common = {"instance": inst, "replicas": replicas}
@@ -48,7 +68,7 @@ def backup_dag(inst: Instance, cmdb: Cmdb) -> DAG:
         backup = FullBackupOperator(task_id="full_backup", pool=pool, **common)
         verify = VerifyBackupOperator(task_id="verify_backup", pool=pool, **common)
         record = CatalogBackupOperator(task_id="catalog_backup", **common)
-        facts >> source >> reserve >> backup >> verify >> record
+        chain(facts, source, reserve, backup, verify, record)
     return dag
 
 
@@ -62,7 +82,23 @@ def health_dag(cmdb: Cmdb) -> DAG:
 
 
 def render_all(cmdb: Cmdb, only_dag_id: str | None = None) -> dict[str, DAG]:
-    """Every DAG of this CMDB, in a stable order; only one when a task process asks for one."""
+    """Every DAG of this CMDB, in a stable order; only one when a task process asks for one.
+
+    The cyclic garbage collector is paused while rendering: thousands of DAGs make thousands of
+    young objects that survive, and each collection pass would walk all of them (measured in
+    bench/parse_cost.py: it made the per-instance cost grow with the number of instances).
+    """
+    import gc
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _render(cmdb, only_dag_id)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _render(cmdb: Cmdb, only_dag_id: str | None) -> dict[str, DAG]:
     dags: dict[str, DAG] = {}
     if only_dag_id in (None, HEALTH_DAG_ID):
         dags[HEALTH_DAG_ID] = health_dag(cmdb)

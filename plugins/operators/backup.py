@@ -46,9 +46,17 @@ class HostScriptOperator(BaseOperator):
         super().__init__(**kwargs)
         self.instance = instance
         self.replicas = tuple(replicas)
-        self._hooks: dict[str, OpenSSHHook] = {}
-        self._deployed: set[str] = set()
-        self._pipeline: Pipeline | None = None
+
+    # per-run state, created on first use: DAG parsing builds thousands of these operators
+    @cached_property
+    def _hooks(self) -> dict[str, OpenSSHHook]:
+        return {}
+
+    @cached_property
+    def _deployed(self) -> set[str]:
+        return set()
+
+    _pipeline: Pipeline | None = None
 
     @cached_property
     def bundle(self) -> ScriptBundle:

@@ -177,7 +177,7 @@ def test_pipeline_verify_commit_restore(fresh_sandbox, tmp_path):
     sb.source.sql("CREATE TABLE hs.t2 (k VARCHAR(16) PRIMARY KEY, txt TEXT) ENGINE=Aria")
     sb.source.sql("INSERT INTO hs.t2 VALUES ('a', 'ünïcødé'), ('b', NULL)")
     sb.sync_replica()
-    # --slave-info implies --safe-slave-backup, which stops the replica's SQL thread
+    # --safe-slave-backup (asked for below) stops the replica's SQL thread
     # (not binlogged: an errant transaction on the replica would show up in its GTID position)
     conn = sb.replica.connect()
     try:
@@ -194,7 +194,7 @@ def test_pipeline_verify_commit_restore(fresh_sandbox, tmp_path):
     artifact = "backup.xbstream.zst"
     db_rc, db_err, st_rc, st_err = pipeline(
         [PY, DBHOST, "backup", "--flavor", "mariadb", "--socket", sb.replica.socket, "--parallel", "2",
-         "--compress", "zstd", "--slave-info", "--tmpdir", str(tmp_path)],
+         "--compress", "zstd", "--slave-info", "--safe-slave-backup", "--tmpdir", str(tmp_path)],
         [PY, STORAGE, "receive", "--dir", str(label), "--artifact", artifact], creds(sb))
     assert db_rc == 0, db_err[-3000:]
     assert st_rc == 0, st_err[-3000:]
@@ -267,6 +267,28 @@ def test_pipeline_verify_commit_restore(fresh_sandbox, tmp_path):
         assert restored.sql("SELECT @@gtid_slave_pos")[0][0] == source_gtid
     finally:
         restored.stop(proc)
+
+    # a backup with --slave-info killed mid-way: the SQL thread that --safe-slave-backup
+    # stopped is started again (mariabackup itself only restarts it when it finishes)
+    db = subprocess.Popen([PY, DBHOST, "backup", "--flavor", "mariadb", "--socket", sb.replica.socket,
+                           "--parallel", "1", "--compress", "none", "--slave-info", "--safe-slave-backup"],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    db.stdin.write(creds(sb))
+    db.stdin.close()
+    got = 0
+    while got < (1 << 20):
+        chunk = db.stdout.read1(65536)
+        assert chunk, db.stderr.read().decode()[-3000:]
+        got += len(chunk)
+    assert sb.replica.sql("SHOW SLAVE STATUS")[0][11] == "No", "stopped by --safe-slave-backup"
+    db.send_signal(signal.SIGTERM)
+    err = db.stderr.read().decode()
+    db.wait(timeout=30)
+    db.stdout.close()
+    db.stderr.close()
+    assert db.returncode == 5, err[-3000:]
+    assert "restarted the replica SQL thread" in err
+    assert sb.replica.sql("SHOW SLAVE STATUS")[0][11] == "Yes"
 
 
 def test_backup_over_ssh(sandbox, tmp_path):
@@ -363,4 +385,18 @@ def test_receive_interrupted_removes_partial(tmp_path):
     st.stdin.close()
     st.stderr.close()
     assert st.returncode == 5 and result_of(err)["verb"] == "receive"
-    assert os.listdir(label) == []
+    assert not partial.exists() and not label.exists()
+
+
+def test_backup_wrong_password_fails_cleanly(sandbox, tmp_path):
+    label = tmp_path / "bad" / "20261124-220000"
+    db_rc, db_err, st_rc, st_err = pipeline(
+        [PY, DBHOST, "backup", "--flavor", "mariadb", "--socket", sandbox.source.socket, "--parallel", "1",
+         "--compress", "none"],
+        [PY, STORAGE, "receive", "--dir", str(label), "--artifact", "backup.xbstream"],
+        creds(sandbox, password="not-the-password"))
+    res = result_of(db_err)
+    assert db_rc == 3 and "Access denied" in res["error"], db_err[-2000:]
+    assert "not-the-password" not in db_err
+    assert st_rc == 3 and "empty stream" in result_of(st_err)["error"]
+    assert not label.exists(), "the label directory receive created is removed again"

@@ -52,7 +52,7 @@ def test_backup_dag_shape(monkeypatch, tmp_path):
         "collect_facts", "choose_source", "reserve_space", "full_backup", "verify_backup", "catalog_backup"]
     assert dag.max_active_runs == 1
     assert {"mysql-backup", "app:shop", "owner:dba@example.internal"} <= set(dag.tags)
-    assert dag.schedule == "30 1 * * *"
+    assert dag.timetable.summary == "30 1 * * *"
     assert dag.get_task("full_backup").pool == "mysql_backup_storage__store1"
     assert dag.get_task("verify_backup").pool == "mysql_backup_storage__store1"
     assert all(t.on_failure_callback for t in dag.tasks)

@@ -7,10 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import dbhost
 import hostkit
+import pytest
 import storage
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,12 +39,16 @@ def test_backup_argv_mariadb_host_port_slave_info():
                               slave_info=True)
     assert argv[1] == "--defaults-file=/d.cnf"
     assert argv == ["mariabackup", "--defaults-file=/d.cnf", "--backup", "--stream=mbstream", "--target-dir=/t",
-                    "--extra-lsndir=/l", "--parallel=2", "--slave-info", "--safe-slave-backup",
+                    "--extra-lsndir=/l", "--parallel=2", "--slave-info",
                     "--host=10.0.0.5", "--port=3307", "--protocol=TCP"]
+    safe = dbhost.backup_argv("mariadb", "/d.cnf", "/t", "/l", 2, socket="/s", slave_info=True,
+                              safe_slave_backup=True)
+    assert safe[-3:] == ["--slave-info", "--safe-slave-backup", "--socket=/s"]
 
 
 def test_backup_argv_mysql_same_flags_xbstream():
-    for kw in ({"socket": "/s.sock"}, {"host": "db1", "port": 3306, "slave_info": True}):
+    for kw in ({"socket": "/s.sock"}, {"host": "db1", "port": 3306, "slave_info": True},
+               {"socket": "/s", "slave_info": True, "safe_slave_backup": True}):
         maria = dbhost.backup_argv("mariadb", "/d.cnf", "/t", "/l", 3, **kw)
         mysql = dbhost.backup_argv("mysql", "/d.cnf", "/t", "/l", 3, **kw)
         assert mysql[0] == "xtrabackup"
@@ -276,6 +279,7 @@ def test_storage_receive_commit_list_discard_locally(tmp_path):
                                  stdin=json.dumps({"label": label.name, "artifact": "missing.zst"}).encode())
     assert code == hostkit.PRECONDITION
     (tmp_path / "inst" / "20261124-000000").mkdir()
+    (tmp_path / ".scratch" / "inst-20261124-000000").mkdir(parents=True)  # verify's scratch: not listed
     code, _, _, res = run_script("storage.py", "commit", "--dir", str(label),
                                  stdin=json.dumps({"label": label.name, "artifact": "backup.xbstream"}).encode())
     assert code == 0 and (label / "manifest.json").exists() and not (label / "manifest.json.tmp").exists()
@@ -330,3 +334,67 @@ def test_exit_codes_match_mysqlbackup():
         assert int(theirs) == getattr(hostkit, name), name
     assert (hostkit.OK, hostkit.INTERNAL, hostkit.USAGE, hostkit.PRECONDITION, hostkit.TRANSIENT,
             hostkit.PARTIAL) == (0, 1, 2, 3, 4, 5)
+
+
+# --- reserve (on a temporary "datadir", with the filesystem size faked small) -------------------
+
+def _fake_fs(monkeypatch, total, avail):
+    monkeypatch.setattr(hostkit, "fs_usage", lambda path: {"total_bytes": total, "free_bytes": avail,
+                                                          "avail_bytes": avail})
+
+
+def test_reserve_created_grown_ok(tmp_path, monkeypatch):
+    import argparse
+    datadir = tmp_path / "data"
+    datadir.mkdir()
+    _fake_fs(monkeypatch, 100 * 1024 * 1024, 50 * 1024 * 1024)
+    res = dbhost.cmd_reserve(argparse.Namespace(datadir=str(datadir), percent=1.0, path=None))
+    path = tmp_path / ".mysql-backup-reserve-data"
+    assert res["path"] == str(path) and res["action"] == "created"
+    assert res["target_bytes"] == 1024 * 1024 and path.stat().st_size == 1024 * 1024
+    assert path.stat().st_blocks * 512 >= 1024 * 1024
+    assert dbhost.cmd_reserve(argparse.Namespace(datadir=str(datadir), percent=1.0, path=None))["action"] == "ok"
+    # a sparse file of the right size is not a reserve: it gets allocated
+    os.truncate(path, 0)
+    os.truncate(path, 2 * 1024 * 1024)
+    assert path.stat().st_blocks * 512 < 2 * 1024 * 1024
+    res = dbhost.cmd_reserve(argparse.Namespace(datadir=str(datadir), percent=2.0, path=None))
+    assert res["action"] == "grown" and path.stat().st_blocks * 512 >= 2 * 1024 * 1024
+
+
+def test_reserve_not_enough_space_names_host_path_free_need(tmp_path, monkeypatch):
+    import argparse
+    datadir = tmp_path / "data"
+    datadir.mkdir()
+    _fake_fs(monkeypatch, 10 * 1024 ** 3, 10 * 1024 * 1024)
+    with pytest.raises(hostkit.ScriptError) as e:
+        dbhost.cmd_reserve(argparse.Namespace(datadir=str(datadir), percent=5.0, path=None))
+    err = e.value
+    assert err.code == hostkit.PRECONDITION
+    assert hostkit.hostname() in err.message and ".mysql-backup-reserve-data" in err.message
+    assert "10.0 MiB free" in err.message and "512.0 MiB" in err.message
+    assert not (tmp_path / ".mysql-backup-reserve-data").exists()
+
+
+def test_reserve_explicit_path_and_bad_input(tmp_path, monkeypatch):
+    import argparse
+    datadir = tmp_path / "data"
+    datadir.mkdir()
+    _fake_fs(monkeypatch, 100 * 1024 * 1024, 50 * 1024 * 1024)
+    target = tmp_path / "my-reserve"
+    res = dbhost.cmd_reserve(argparse.Namespace(datadir=str(datadir), percent=0.5, path=str(target)))
+    assert res["path"] == str(target) and target.stat().st_size == res["target_bytes"]
+    for ns, code in ((argparse.Namespace(datadir=str(datadir), percent=0.01, path=None), hostkit.USAGE),
+                     (argparse.Namespace(datadir="relative", percent=1.0, path=None), hostkit.USAGE),
+                     (argparse.Namespace(datadir=str(tmp_path / "nope"), percent=1.0, path=None),
+                      hostkit.PRECONDITION),
+                     (argparse.Namespace(datadir=str(datadir), percent=1.0, path=str(tmp_path)), hostkit.USAGE)):
+        with pytest.raises(hostkit.ScriptError) as e:
+            dbhost.cmd_reserve(ns)
+        assert e.value.code == code, ns
+
+
+def test_default_reserve_path_at_mount_point_when_parent_is_elsewhere(monkeypatch):
+    # "/" is its own mount point with no parent: the file goes to its top
+    assert dbhost.mount_point("/") == "/"
+    assert dbhost._sanitise("/srv/mysql data/") == "srv_mysql_data"
