@@ -6,7 +6,7 @@ database at parse time), then call ``render_all``.
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from functools import lru_cache
 
 from airflow.sdk import DAG, chain
@@ -17,7 +17,6 @@ from operators.backup import (CatalogBackupOperator, ChooseSourceOperator, Colle
                               FullBackupOperator, ReserveSpaceOperator, VerifyBackupOperator)
 from operators.cmdb_health import CmdbHealthOperator
 
-START = datetime(2024, 1, 1, tzinfo=timezone.utc)
 DAG_PREFIX = "mysql_backup__"
 HEALTH_DAG_ID = "mysql_backup_cmdb_health"
 
@@ -33,7 +32,12 @@ def _dag_defaults() -> dict:
 
 @lru_cache(maxsize=256)
 def _timetable(schedule: str | None):
-    """One timetable per distinct schedule, shared by every DAG using it (they are immutable)."""
+    """One timetable per distinct schedule, shared by every DAG using it (they are immutable).
+
+    DAGs get no start_date, so a new DAG waits for its next scheduled time (run_immediately=False)
+    instead of running the latest missed one at once: adding 3,000 instances to the CMDB must not
+    start 3,000 backups in the same minute.
+    """
     if schedule is None:
         return None
     from airflow.timetables.trigger import CronTriggerTimetable
@@ -58,7 +62,7 @@ def backup_dag(inst: Instance, cmdb: Cmdb) -> DAG:
            f"primary allowed: {pol.allow_primary}. Storage: `{inst.storage.ssh_conn_id}:{inst.storage.base_dir}`. "
            f"Schedule: {pol.full_schedule if pol.backup_enabled else 'manual (backup disabled in the CMDB)'}.")
     with DAG(dag_id=DAG_PREFIX + inst.name, schedule=_timetable(pol.full_schedule if pol.backup_enabled else None),
-             start_date=START, max_active_runs=1, default_args=default_args, **_dag_defaults(),
+             max_active_runs=1, default_args=default_args, **_dag_defaults(),
              tags=["mysql-backup", f"app:{inst.app}"[:100], f"owner:{inst.owner}"[:100], *inst.tags],
              doc_md=doc, dagrun_timeout=timedelta(hours=24)) as dag:
         common = {"instance": inst, "replicas": replicas}
@@ -74,7 +78,7 @@ def backup_dag(inst: Instance, cmdb: Cmdb) -> DAG:
 
 def health_dag(cmdb: Cmdb) -> DAG:
     """Fails (and alerts) while the CMDB has rows that cannot become DAGs."""
-    with DAG(dag_id=HEALTH_DAG_ID, schedule="@hourly", start_date=START, catchup=False, max_active_runs=1,
+    with DAG(dag_id=HEALTH_DAG_ID, schedule=_timetable("@hourly"), catchup=False, max_active_runs=1,
              tags=["mysql-backup", "cmdb"], doc_md="Validates the CMDB; fails naming every bad row and field.",
              default_args={"owner": "mysql-backup", "retries": 0}) as dag:
         CmdbHealthOperator(task_id="check_cmdb", cmdb_source=cmdb.source)

@@ -34,6 +34,10 @@ airflow_env() {
   export AIRFLOW__API__PORT="${port}"
   export AIRFLOW__API__BASE_URL="http://127.0.0.1:${port}"
   export AIRFLOW__CORE__EXECUTION_API_SERVER_URL="http://127.0.0.1:${port}/execution/"
+  # the log servers default to fixed ports (8793, 8794): give them free ones too
+  [[ -f "${AIRFLOW_HOME}/log_ports" ]] || echo "$(free_port) $(free_port)" > "${AIRFLOW_HOME}/log_ports"
+  read -r AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT < "${AIRFLOW_HOME}/log_ports"
+  export AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT
   export MYSQL_BACKUP_CMDB="${STATE}/cmdb.yaml"
   export MYSQL_BACKUP_HOME="${STATE}/var"
   export PYTHONPATH="${ROOT}${PYTHONPATH:+:${PYTHONPATH}}"

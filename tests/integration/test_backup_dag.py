@@ -197,3 +197,46 @@ def test_a_failure_in_the_middle_of_a_backup_leaves_nothing_usable(env, monkeypa
     assert env.catalog().last_usable("sandbox") is None
     [alert] = env.webhook_alerts()
     assert alert["task_id"] == "full_backup"
+
+
+def test_the_password_never_reaches_a_command_line_log_xcom_or_storage(env, capfd):
+    password = env.sb.backup_password
+    seen: list[str] = []
+    stop = threading.Event()
+    samples = [0]
+
+    def watch_ps():
+        needle = password.encode()
+        while not stop.is_set():
+            for proc in Path("/proc").iterdir():
+                if proc.name.isdigit():
+                    try:
+                        if needle in (proc / "cmdline").read_bytes():
+                            seen.append((proc / "cmdline").read_bytes().decode(errors="replace"))
+                    except OSError:
+                        pass
+            samples[0] += 1
+            time.sleep(0.002)
+
+    t = threading.Thread(target=watch_ps, daemon=True)
+    t.start()
+    try:
+        state, tasks = env.run()
+    finally:
+        stop.set()
+        t.join(5)
+    assert state == "success", tasks
+    assert samples[0] > 20 and seen == []
+    out, err = capfd.readouterr()
+    assert "dbhost.py backup" in out + err  # the task logs were captured
+    assert password not in out + err
+    import sqlite3
+    db = sqlite3.connect(Path(os.environ["AIRFLOW_HOME"]) / "airflow.db")
+    xcoms = db.execute("SELECT value FROM xcom").fetchall()
+    db.close()
+    assert xcoms and not any(password in str(v) for (v,) in xcoms)
+    catalog = Path(env.catalog_url.removeprefix("sqlite:///")).read_bytes()
+    assert password.encode() not in catalog
+    for f in env.storage().rglob("*"):
+        if f.is_file() and f.stat().st_size < 10 << 20 and not f.name.startswith("backup.xbstream"):
+            assert password.encode() not in f.read_bytes(), f
