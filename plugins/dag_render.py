@@ -14,11 +14,13 @@ from airflow.sdk import DAG, chain
 from mysqlbackup.cmdb import Cmdb, Instance
 from operators.alerting import BackupFailureCallback
 from operators.backup import (CatalogBackupOperator, ChooseSourceOperator, CollectFactsOperator,
-                              FullBackupOperator, ReserveSpaceOperator, VerifyBackupOperator)
+                              FullBackupOperator, RebuildCatalogOperator, ReserveSpaceOperator,
+                              VerifyBackupOperator)
 from operators.cmdb_health import CmdbHealthOperator
 
 DAG_PREFIX = "mysql_backup__"
 HEALTH_DAG_ID = "mysql_backup_cmdb_health"
+REBUILD_DAG_ID = "mysql_backup_catalog_rebuild"
 
 
 @lru_cache(maxsize=None)
@@ -85,6 +87,18 @@ def health_dag(cmdb: Cmdb) -> DAG:
     return dag
 
 
+def rebuild_dag(cmdb: Cmdb) -> DAG:
+    """Manual: rebuild the catalog from the manifests on every storage location of the CMDB."""
+    locations = sorted({(i.storage.ssh_conn_id, i.storage.base_dir) for i in cmdb.instances})
+    with DAG(dag_id=REBUILD_DAG_ID, schedule=None, catchup=False, max_active_runs=1,
+             tags=["mysql-backup", "catalog"], default_args={"owner": "mysql-backup", "retries": 0},
+             doc_md="Re-indexes every `manifest.json` found on storage into the catalog. The manifests are "
+                    "the truth; the catalog is an index. Never deletes a row; reports what is missing.") as dag:
+        RebuildCatalogOperator(task_id="rebuild_catalog", locations=locations,
+                               instance_names=[i.name for i in cmdb.instances])
+    return dag
+
+
 def render_all(cmdb: Cmdb, only_dag_id: str | None = None) -> dict[str, DAG]:
     """Every DAG of this CMDB, in a stable order; only one when a task process asks for one.
 
@@ -106,6 +120,8 @@ def _render(cmdb: Cmdb, only_dag_id: str | None) -> dict[str, DAG]:
     dags: dict[str, DAG] = {}
     if only_dag_id in (None, HEALTH_DAG_ID):
         dags[HEALTH_DAG_ID] = health_dag(cmdb)
+    if only_dag_id in (None, REBUILD_DAG_ID):
+        dags[REBUILD_DAG_ID] = rebuild_dag(cmdb)
     for inst in cmdb.instances:
         dag_id = DAG_PREFIX + inst.name
         if only_dag_id is None or only_dag_id == dag_id:

@@ -42,7 +42,8 @@ class HostScriptOperator(BaseOperator):
 
     ui_color = "#e8f1fb"
 
-    def __init__(self, *, instance: Instance, replicas: Sequence[Instance] = (), **kwargs: Any) -> None:
+    def __init__(self, *, instance: Instance | None = None, replicas: Sequence[Instance] = (),
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.instance = instance
         self.replicas = tuple(replicas)
@@ -306,6 +307,37 @@ class CatalogBackupOperator(HostScriptOperator):
         self.log.info("backup %s of %s is usable: %s", manifest.label, self.instance.name, manifest.storage_path)
         return {"label": manifest.label, "storage_path": manifest.storage_path, "status": manifest.status,
                 "size_bytes": manifest.size_bytes, "gtid": manifest.gtid}
+
+
+class RebuildCatalogOperator(HostScriptOperator):
+    """Re-index every manifest found on the storage locations: the catalog follows storage."""
+
+    def __init__(self, *, locations: Sequence[tuple[str, str]], instance_names: Sequence[str], **kwargs: Any):
+        super().__init__(**kwargs)
+        self.locations = tuple(locations)
+        self.instance_names = tuple(instance_names)
+
+    def execute(self, context: Any) -> dict:
+        manifests: list[tuple[str, str]] = []
+        for conn_id, base_dir in self.locations:
+            argv = self.script(conn_id, "storage.py", "list", "--dir", base_dir)
+            step = self.run_steps([(conn_id, argv)], timeout=3600)[0]
+            raise_for(step, f"listing {base_dir}")
+            for line in step.stdout.decode("utf-8", "replace").splitlines():
+                if line.strip():
+                    item = json.loads(line)
+                    manifests.append((item["path"], item["manifest"]))
+            for label_dir in step.result.get("incomplete") or []:
+                self.log.warning("%s:%s has no manifest: an unfinished backup, not usable", conn_id, label_dir)
+        report = self.catalog.rebuild_from_manifests(manifests, instances=self.instance_names)
+        for path, error in report.invalid:
+            self.log.error("invalid manifest %s: %s", path, error)
+        for instance, label in report.not_on_storage:
+            self.log.warning("catalogued as usable but not on storage: %s %s", instance, label)
+        self.log.info("catalog rebuilt from %d manifests: %d added, %d updated, %d unchanged, %d invalid",
+                      len(manifests), report.added, report.updated, report.unchanged, len(report.invalid))
+        return {"manifests": len(manifests), "added": report.added, "updated": report.updated,
+                "invalid": len(report.invalid), "not_on_storage": len(report.not_on_storage)}
 
 
 def build_manifest(instance: Instance, b: dict, v: dict) -> Manifest:

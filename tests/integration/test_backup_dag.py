@@ -49,11 +49,11 @@ class Env:
                                      "webhook": {"url": self.hook.url("/hook")}}
         self.cmdb_file.write_text(yaml.safe_dump(doc))
 
-    def run(self, name: str = "sandbox"):
+    def run(self, name: str = "sandbox", dag_id: str | None = None):
         from airflow.dag_processing.dagbag import BundleDagBag
         bag = BundleDagBag(dag_folder=str(DAGS), bundle_path=str(DAGS), bundle_name="dags-folder")
         assert bag.import_errors == {}
-        dr = bag.dags[f"mysql_backup__{name}"].test()
+        dr = bag.dags[dag_id or f"mysql_backup__{name}"].test()
         states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
         return dr.state, states
 
@@ -240,3 +240,22 @@ def test_the_password_never_reaches_a_command_line_log_xcom_or_storage(env, capf
     for f in env.storage().rglob("*"):
         if f.is_file() and f.stat().st_size < 10 << 20 and not f.name.startswith("backup.xbstream"):
             assert password.encode() not in f.read_bytes(), f
+
+
+def test_the_catalog_is_rebuilt_from_the_manifests_on_storage(env, monkeypatch):
+    state, tasks = env.run()
+    assert state == "success", tasks
+    before = env.catalog().backups(instance="sandbox", status="usable")
+    # an unfinished backup directory (no manifest) must not come back as usable
+    (env.storage() / "20200101-000000F").mkdir()
+    (env.storage() / "20200101-000000F" / "backup.xbstream.zst.partial").write_bytes(b"x")
+    env.catalog_url = f"sqlite:///{env.tmp}/rebuilt.sqlite"
+    monkeypatch.setenv("MYSQL_BACKUP_CATALOG_URL", env.catalog_url)
+    assert env.catalog().backups() == []
+    state, tasks = env.run(dag_id="mysql_backup_catalog_rebuild")
+    assert state == "success", tasks
+    after = env.catalog().backups(instance="sandbox", status="usable")
+    keys = ("label", "gtid", "sha256", "size_bytes", "binlog_file", "binlog_pos", "to_lsn", "storage_path",
+            "source_name", "verify_status")
+    assert [{k: r[k] for k in keys} for r in after] == [{k: r[k] for k in keys} for r in before]
+    assert len(after) == 1
