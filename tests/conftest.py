@@ -47,28 +47,25 @@ def mariadb_template(tmp_path_factory) -> Path:
     return make_template(tmp_path_factory.mktemp("mariadb") / "template")
 
 
-@pytest.fixture(scope="session")
-def sandbox(mariadb_template):
-    """One source + GTID replica + sshd for the whole session (tests must not break it)."""
+def _sandbox(template: Path):
+    """Start a source + GTID replica + sshd in a short private dir; stop and remove it after."""
     from sandbox import Sandbox
-    # short path: unix socket paths are limited to 108 bytes
-    state = tempfile.mkdtemp(prefix="mbk-sb-")
-    sb = Sandbox.create(state, replica=True, template=mariadb_template)
+    state = tempfile.mkdtemp(prefix="mbk-sb-")  # short: unix socket paths are limited to 108 bytes
+    sb = Sandbox.create(state, replica=True, template=template)
     try:
         yield sb
     finally:
         sb.stop()
         shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def sandbox(mariadb_template):
+    """One source + GTID replica + sshd for the whole session (tests must not break it)."""
+    yield from _sandbox(mariadb_template)
 
 
 @pytest.fixture
 def fresh_sandbox(mariadb_template):
     """A private source + replica + sshd for a test that changes server state."""
-    from sandbox import Sandbox
-    state = tempfile.mkdtemp(prefix="mbk-sb-")
-    sb = Sandbox.create(state, replica=True, template=mariadb_template)
-    try:
-        yield sb
-    finally:
-        sb.stop()
-        shutil.rmtree(state, ignore_errors=True)
+    yield from _sandbox(mariadb_template)

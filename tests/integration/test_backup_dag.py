@@ -68,6 +68,18 @@ class Env:
         return [json.loads(r["body"]) for r in self.hook.requests]
 
 
+def run_watching(env: Env, watcher, **kw):
+    """env.run() while ``watcher(stop_event)`` runs in a thread; the thread is stopped after."""
+    stop = threading.Event()
+    t = threading.Thread(target=watcher, args=(stop,), daemon=True)
+    t.start()
+    try:
+        return env.run(**kw)
+    finally:
+        stop.set()
+        t.join(5)
+
+
 @pytest.fixture
 def env(sandbox, airflow_db, tmp_path, monkeypatch):
     if not sandbox.source.sql("SHOW DATABASES LIKE 'shop'"):
@@ -169,9 +181,8 @@ def test_a_failure_in_the_middle_of_a_backup_leaves_nothing_usable(env, monkeypa
     env.sb.sync_replica()
     env.write_cmdb(compress="none", parallel=1)
     killed = threading.Event()
-    stop = threading.Event()
 
-    def killer():
+    def killer(stop):
         while not stop.is_set():
             partial = list(env.storage().glob("*/backup.xbstream.partial"))
             if partial and partial[0].stat().st_size > (4 << 20):
@@ -180,13 +191,7 @@ def test_a_failure_in_the_middle_of_a_backup_leaves_nothing_usable(env, monkeypa
                 return
             time.sleep(0.005)
 
-    t = threading.Thread(target=killer, daemon=True)
-    t.start()
-    try:
-        state, tasks = env.run()
-    finally:
-        stop.set()
-        t.join(5)
+    state, tasks = run_watching(env, killer)
     assert killed.is_set(), "the backup finished before it could be killed: the test proved nothing"
     assert state == "failed" and tasks["full_backup"] == "failed", tasks
     assert tasks["verify_backup"] != "success" and tasks["catalog_backup"] != "success"
@@ -202,10 +207,9 @@ def test_a_failure_in_the_middle_of_a_backup_leaves_nothing_usable(env, monkeypa
 def test_the_password_never_reaches_a_command_line_log_xcom_or_storage(env, capfd):
     password = env.sb.backup_password
     seen: list[str] = []
-    stop = threading.Event()
     samples = [0]
 
-    def watch_ps():
+    def watch_ps(stop):
         needle = password.encode()
         while not stop.is_set():
             for proc in Path("/proc").iterdir():
@@ -218,13 +222,7 @@ def test_the_password_never_reaches_a_command_line_log_xcom_or_storage(env, capf
             samples[0] += 1
             time.sleep(0.002)
 
-    t = threading.Thread(target=watch_ps, daemon=True)
-    t.start()
-    try:
-        state, tasks = env.run()
-    finally:
-        stop.set()
-        t.join(5)
+    state, tasks = run_watching(env, watch_ps)
     assert state == "success", tasks
     assert samples[0] > 20 and seen == []
     out, err = capfd.readouterr()
