@@ -186,7 +186,8 @@ def test_a_failure_in_the_middle_of_a_backup_leaves_nothing_usable(env, monkeypa
         while not stop.is_set():
             partial = list(env.storage().glob("*/backup.xbstream.partial"))
             if partial and partial[0].stat().st_size > (4 << 20):
-                subprocess.run(["pkill", "-KILL", "-f", "mariabackup.*--backup"], check=False)
+                subprocess.run(["pkill", "-KILL", "-f", f"mariabackup.*--backup.*--port={env.sb.replica.port}"],
+                               check=False)
                 killed.set()
                 return
             time.sleep(0.005)
