@@ -132,6 +132,10 @@ def test_facts_unreachable_is_transient(sandbox):
 
 def test_reserve_create_check_grow(sandbox):
     datadir = sandbox.source.datadir
+    # the shared sandbox may already have one (a DAG test that backed up the primary)
+    leftover = os.path.join(os.path.dirname(datadir), ".mysql-backup-reserve-data")
+    if os.path.exists(leftover):
+        os.unlink(leftover)
     code, _, err, res = run(DBHOST, "reserve", "--datadir", datadir, "--percent", "0.1")
     path = res.get("path")
     try:
