@@ -67,12 +67,14 @@ def backup_dag(inst: Instance, cmdb: Cmdb) -> DAG:
              max_active_runs=1, default_args=default_args, **_dag_defaults(),
              tags=["mysql-backup", f"app:{inst.app}"[:100], f"owner:{inst.owner}"[:100], *inst.tags],
              doc_md=doc, dagrun_timeout=timedelta(hours=24)) as dag:
-        common = {"instance": inst, "replicas": replicas}
+        # a hung mariabackup, prepare or ssh must not hold a storage pool slot for a day
+        common = {"instance": inst, "replicas": replicas, "execution_timeout": timedelta(hours=1)}
+        long = dict(common, execution_timeout=timedelta(hours=12), pool=pool)
         facts = CollectFactsOperator(task_id="collect_facts", **common)
         source = ChooseSourceOperator(task_id="choose_source", **common)
         reserve = ReserveSpaceOperator(task_id="reserve_space", **common)
-        backup = FullBackupOperator(task_id="full_backup", pool=pool, **common)
-        verify = VerifyBackupOperator(task_id="verify_backup", pool=pool, **common)
+        backup = FullBackupOperator(task_id="full_backup", **long)
+        verify = VerifyBackupOperator(task_id="verify_backup", **long)
         record = CatalogBackupOperator(task_id="catalog_backup", **common)
         chain(facts, source, reserve, backup, verify, record)
     return dag

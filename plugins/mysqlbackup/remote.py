@@ -26,6 +26,7 @@ SCRIPTS_DIR = Path(__file__).resolve().parents[2] / "include" / "scripts"
 SCRIPT_FILES = ("hostkit.py", "dbhost.py", "storage.py")
 RESULT_PREFIX = "RESULT "
 REMOTE_ROOT = ".mysql-backup"  # relative to the remote login's home directory
+SCRIPTS_MISSING = 97  # exit code of the guard in front of every remote call: deploy, then run again
 
 
 @dataclass(frozen=True)
@@ -60,10 +61,17 @@ class SSHTarget:
         args.append(f"{self.user}@{self.host}" if self.user else self.host)
         return args
 
-    def command(self, remote_argv: Sequence[str], become: bool = False) -> list[str]:
-        """``ssh ... -- 'quoted remote command'``: every remote word is shell-quoted."""
+    def command(self, remote_argv: Sequence[str], become: bool = False, require: str | None = None) -> list[str]:
+        """``ssh ... -- 'quoted remote command'``: every remote word is shell-quoted.
+
+        ``require``: a remote file that must exist, else the call exits ``SCRIPTS_MISSING`` before
+        running anything (one ssh round trip for the check and the call together).
+        """
         words = (["sudo", "-n", "--"] if become else []) + [str(w) for w in remote_argv]
-        return self.argv() + ["--", " ".join(shlex.quote(w) for w in words)]
+        line = " ".join(shlex.quote(w) for w in words)
+        if require:
+            line = f"test -f {shlex.quote(require)} || exit {SCRIPTS_MISSING}; exec {line}"
+        return self.argv() + ["--", line]
 
     def describe(self) -> str:
         return f"{self.user + '@' if self.user else ''}{self.host}:{self.port}"
@@ -102,6 +110,11 @@ class ScriptBundle:
                   f'tar -x -C "$t"; touch "$t/.complete"; '
                   f'if ! mv -T "$t" "$d" 2>/dev/null; then rm -rf "$t"; fi')
         return ["sh", "-c", script]
+
+    @property
+    def marker(self) -> str:
+        """The file whose presence says this bundle is installed (relative to the remote home)."""
+        return f"{self.remote_dir}/.complete"
 
     def script_argv(self, python: str, script: str, *args: str) -> list[str]:
         """The remote argv to run one script; ``~`` is expanded by the remote shell via $HOME."""

@@ -21,7 +21,7 @@ from mysqlbackup.catalog import Catalog
 from mysqlbackup.cmdb import Instance
 from mysqlbackup.labels import FULL, new_label
 from mysqlbackup.manifest import MANIFEST_VERSION, Manifest, to_json
-from mysqlbackup.remote import Pipeline, ScriptBundle, StepResult
+from mysqlbackup.remote import SCRIPTS_MISSING, Pipeline, ScriptBundle, StepResult
 
 ARTIFACT_BASE = "backup.xbstream"
 SUFFIX = {"none": "", "gzip": ".gz", "zstd": ".zst"}
@@ -37,8 +37,19 @@ def raise_for(step: StepResult, what: str) -> None:
     raise AirflowException(message)
 
 
+class RemoteArgv(list):
+    """An ssh command line that remembers which connection it goes to."""
+
+    conn_id: str = ""
+
+
 class HostScriptOperator(BaseOperator):
-    """Base: runs this project's host scripts on hosts named by Airflow SSH connections."""
+    """Base: runs this project's host scripts on hosts named by Airflow SSH connections.
+
+    Subclasses implement ``run(context)``. Every remote call checks, in the same ssh round trip,
+    that the scripts are installed; only a call that finds them missing installs them and runs
+    again. Hooks (and their private key / known_hosts files) are closed however the task ends.
+    """
 
     ui_color = "#e8f1fb"
 
@@ -89,18 +100,44 @@ class HostScriptOperator(BaseOperator):
         self._deployed.add(ssh_conn_id)
 
     def script(self, ssh_conn_id: str, script: str, *args: str, become: bool = False,
-               python: str = "python3") -> list[str]:
-        self.deploy(ssh_conn_id)
+               python: str = "python3") -> RemoteArgv:
         target = self.hook(ssh_conn_id).target
-        return target.command(self.bundle.script_argv(python, script, *args), become=become)
+        argv = RemoteArgv(target.command(self.bundle.script_argv(python, script, *args), become=become,
+                                         require=self.bundle.marker))
+        argv.conn_id = ssh_conn_id
+        return argv
 
     def run_steps(self, steps: list[tuple[str, list[str]]], stdin: bytes | None = None,
                   timeout: float | None = None) -> list[StepResult]:
-        self._pipeline = Pipeline(steps, self._log_line, stdin_data=stdin)
+        for attempt in (1, 2):
+            self._pipeline = Pipeline(steps, self._log_line, stdin_data=stdin)
+            try:
+                results = self._pipeline.run(timeout=timeout)
+            finally:
+                self._pipeline = None
+            missing = {getattr(argv, "conn_id", "") for (_, argv), r in zip(steps, results)
+                       if r.returncode == SCRIPTS_MISSING}
+            if not missing or attempt == 2:
+                return results
+            for conn_id in sorted(missing):
+                self._deployed.discard(conn_id)
+                self.deploy(conn_id)
+        return results
+
+    def execute(self, context: Any) -> Any:
         try:
-            return self._pipeline.run(timeout=timeout)
+            return self.run(context)
         finally:
-            self._pipeline = None
+            self.close_hooks()
+
+    def run(self, context: Any) -> Any:
+        raise NotImplementedError
+
+    def close_hooks(self) -> None:
+        for hook in self._hooks.values():
+            hook.close()
+        self._hooks.clear()
+        self._deployed.clear()
 
     def db_script(self, inst: Instance, verb: str, *args: str) -> list[str]:
         return self.script(inst.ssh_conn_id, "dbhost.py", verb, *args, become=inst.become, python=inst.python)
@@ -128,18 +165,11 @@ class HostScriptOperator(BaseOperator):
         if self._pipeline is not None:
             self._pipeline.terminate()
 
-    def post_execute(self, context: Any, result: Any = None) -> None:
-        for hook in self._hooks.values():
-            hook.close()
-        self._hooks.clear()
-        self._deployed.clear()
-        super().post_execute(context, result)
-
 
 class CollectFactsOperator(HostScriptOperator):
     """Live facts of the instance and of each of its replicas, recorded in the catalog."""
 
-    def execute(self, context: Any) -> dict[str, dict]:
+    def run(self, context: Any) -> dict[str, dict]:
         facts: dict[str, dict] = {}
         for inst in (self.instance, *self.replicas):
             argv = self.db_script(inst, "facts", "--flavor", inst.flavor, "--host", inst.host,
@@ -169,7 +199,7 @@ class CollectFactsOperator(HostScriptOperator):
 class ChooseSourceOperator(HostScriptOperator):
     """Pick the backup source: a healthy replica, the primary only where the policy allows."""
 
-    def execute(self, context: Any) -> dict:
+    def run(self, context: Any) -> dict:
         facts = context["ti"].xcom_pull(task_ids="collect_facts")
         try:
             choice = planner.choose_source(self.instance, list(self.replicas), facts)
@@ -187,7 +217,7 @@ class ChooseSourceOperator(HostScriptOperator):
 class ReserveSpaceOperator(HostScriptOperator):
     """Keep the reserve file on the source host; check the backup will fit on storage."""
 
-    def execute(self, context: Any) -> dict:
+    def run(self, context: Any) -> dict:
         src = context["ti"].xcom_pull(task_ids="choose_source")
         inst = self.by_name(src["name"])
         pol = self.instance.policy
@@ -215,7 +245,7 @@ class ReserveSpaceOperator(HostScriptOperator):
 class FullBackupOperator(HostScriptOperator):
     """Stream a full physical backup from the source host into the storage host."""
 
-    def execute(self, context: Any) -> dict:
+    def run(self, context: Any) -> dict:
         ti = context["ti"]
         src = ti.xcom_pull(task_ids="choose_source")
         inst = self.by_name(src["name"])
@@ -266,7 +296,7 @@ class FullBackupOperator(HostScriptOperator):
 class VerifyBackupOperator(HostScriptOperator):
     """Re-read and checksum the artifact, extract a scratch copy and prepare it."""
 
-    def execute(self, context: Any) -> dict:
+    def run(self, context: Any) -> dict:
         ti = context["ti"]
         b = ti.xcom_pull(task_ids="full_backup")
         flavor = self.by_name(b["source"]["name"]).flavor
@@ -290,7 +320,7 @@ class VerifyBackupOperator(HostScriptOperator):
 class CatalogBackupOperator(HostScriptOperator):
     """Write the manifest last on storage (the truth), then index it in the catalog."""
 
-    def execute(self, context: Any) -> dict:
+    def run(self, context: Any) -> dict:
         ti = context["ti"]
         b = ti.xcom_pull(task_ids="full_backup")
         v = ti.xcom_pull(task_ids="verify_backup")
@@ -317,7 +347,7 @@ class RebuildCatalogOperator(HostScriptOperator):
         self.locations = tuple(locations)
         self.instance_names = tuple(instance_names)
 
-    def execute(self, context: Any) -> dict:
+    def run(self, context: Any) -> dict:
         manifests: list[tuple[str, str]] = []
         for conn_id, base_dir in self.locations:
             argv = self.script(conn_id, "storage.py", "list", "--dir", base_dir)

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import subprocess
+import tempfile
 import threading
 import time
 from email import message_from_bytes
@@ -192,7 +193,10 @@ def test_a_failure_in_the_middle_of_a_backup_leaves_nothing_usable(env, monkeypa
                 return
             time.sleep(0.005)
 
+    ssh_dirs = set(Path(tempfile.gettempdir()).glob("mysql-backup-ssh-*"))
     state, tasks = run_watching(env, killer)
+    # the hooks' private key / known_hosts directories are removed even when a task fails
+    assert set(Path(tempfile.gettempdir()).glob("mysql-backup-ssh-*")) == ssh_dirs
     assert killed.is_set(), "the backup finished before it could be killed: the test proved nothing"
     assert state == "failed" and tasks["full_backup"] == "failed", tasks
     assert tasks["verify_backup"] != "success" and tasks["catalog_backup"] != "success"

@@ -56,6 +56,8 @@ def test_backup_dag_shape(monkeypatch, tmp_path):
     assert dag.get_task("full_backup").pool == "mysql_backup_storage__store1"
     assert dag.get_task("verify_backup").pool == "mysql_backup_storage__store1"
     assert all(t.on_failure_callback for t in dag.tasks)
+    assert all(t.execution_timeout for t in dag.tasks)
+    assert dag.get_task("full_backup").execution_timeout.total_seconds() == 12 * 3600
     assert [r.name for r in dag.get_task("collect_facts").replicas] == ["shop_r1"]
     # a replica whose primary is listed gets a DAG, but no schedule: the primary's DAG backs it up
     assert bag.dags["mysql_backup__shop_r1"].schedule is None

@@ -26,6 +26,17 @@ def test_remote_words_are_shell_quoted():
     assert shlex.split(become[-1]) == ["sudo", "-n", "--", "id"]
 
 
+def test_guarded_call_exits_97_when_the_scripts_are_missing(tmp_path):
+    t = SSHTarget(host="h")
+    line = t.command(["python3", "x y.py"], require=".mysql-backup/scripts-ab/.complete")[-1]
+    assert line == "test -f .mysql-backup/scripts-ab/.complete || exit 97; exec python3 'x y.py'"
+    # run the remote line in a local shell: missing -> 97, present -> the command runs
+    assert subprocess.run(["sh", "-c", line.replace("python3 'x y.py'", "true")], cwd=tmp_path).returncode == 97
+    (tmp_path / ".mysql-backup" / "scripts-ab").mkdir(parents=True)
+    (tmp_path / ".mysql-backup" / "scripts-ab" / ".complete").touch()
+    assert subprocess.run(["sh", "-c", line.replace("python3 'x y.py'", "true")], cwd=tmp_path).returncode == 0
+
+
 def test_no_host_key_check_is_explicit():
     argv = SSHTarget(host="h", strict_host_key_checking=False).argv()
     assert "StrictHostKeyChecking=no" in argv and "UserKnownHostsFile=/dev/null" in argv
