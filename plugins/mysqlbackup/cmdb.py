@@ -60,6 +60,7 @@ class Policy:
     max_replica_lag_seconds: int = 300
     reserve: ReservePolicy = ReservePolicy()
     backup_enabled: bool = True
+    safe_slave_backup: bool = False
 
 
 @dataclass(frozen=True)
@@ -418,6 +419,7 @@ _POLICY_SPEC: Spec = {
     "parallel": _int_range("parallel", 1, 64),
     "allow_primary": _enum("allow_primary", ALLOW_PRIMARY),
     "max_replica_lag_seconds": _int_range("max_replica_lag_seconds", 0),
+    "safe_slave_backup": _boolean("safe_slave_backup"),
     "reserve": _RESERVE_SPEC,
 }
 _STORAGE_SPEC: Spec = {

@@ -261,6 +261,8 @@ class FullBackupOperator(HostScriptOperator):
                    "--parallel", str(pol.parallel), "--compress", pol.compress]
         if src.get("is_replica"):
             db_args.append("--slave-info")
+            if pol.safe_slave_backup:
+                db_args.append("--safe-slave-backup")
         steps = [(inst.name, self.db_script(inst, "backup", *db_args)),
                  (self.instance.storage.ssh_conn_id,
                   self.storage_script("receive", "--dir", label_dir, "--artifact", artifact))]

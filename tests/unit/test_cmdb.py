@@ -650,3 +650,19 @@ def test_three_thousand_rows_load(tmp_path: Path) -> None:
 def test_parse_cmdb_checks_an_already_parsed_document() -> None:
     cmdb = parse_cmdb({"defaults": DEFAULTS, "instances": [row("a"), row("b", port=-1)]})
     assert (names(cmdb), fields(cmdb, 2), cmdb.source) == (["a"], ["port"], "<memory>")
+
+
+def test_safe_slave_backup_policy(tmp_path):
+    import yaml as _yaml
+    doc = {"defaults": {"storage": {"ssh_conn_id": "s", "base_dir": "/srv/b"}},
+           "instances": [{"name": "a", "host": "h", "port": 3306, "role": "primary", "flavor": "mariadb",
+                          "ssh_conn_id": "x", "mysql_conn_id": "m", "owner": "o", "app": "p",
+                          "policy": {"safe_slave_backup": True}},
+                         {"name": "b", "host": "h", "port": 3306, "role": "primary", "flavor": "mariadb",
+                          "ssh_conn_id": "x", "mysql_conn_id": "m", "owner": "o", "app": "p",
+                          "policy": {"safe_slave_backup": "yes"}}]}
+    path = tmp_path / "c.yaml"
+    path.write_text(_yaml.safe_dump(doc))
+    cmdb = load_cmdb(path)
+    assert [i.name for i in cmdb.instances] == ["a"] and cmdb.instances[0].policy.safe_slave_backup is True
+    assert [e.field for e in cmdb.errors] == ["policy.safe_slave_backup"]
