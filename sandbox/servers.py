@@ -361,7 +361,7 @@ class Sandbox:
         """A CMDB (as a dict, dump it to YAML) describing this sandbox."""
         # the sandbox's "data filesystem" is this machine's disk: a small reserve file is enough
         pol = {"full_schedule": "0 2 * * *", "retention_days": 7, "compress": "zstd", "parallel": 2,
-               "reserve": {"percent": 0.1}}
+               "reserve": {"percent": 0.01}}
         pol.update(policy)
         rows = [{"name": "sandbox", "host": "127.0.0.1", "port": self.source.port, "role": "primary",
                  "flavor": "mariadb", "ssh_conn_id": "sandbox_ssh",

@@ -363,8 +363,8 @@ def _allocated(st) -> int:
 
 def cmd_reserve(args) -> dict:
     pct = args.percent
-    if math.isnan(pct) or pct < 0.1 or pct > 10:
-        raise ScriptError(USAGE, "--percent must be between 0.1 and 10, got %s" % pct)
+    if math.isnan(pct) or pct < 0.01 or pct > 10:
+        raise ScriptError(USAGE, "--percent must be between 0.01 and 10, got %s" % pct)
     datadir = args.datadir
     if not os.path.isabs(datadir):
         raise ScriptError(USAGE, "--datadir must be an absolute path, got %r" % datadir)
@@ -639,7 +639,7 @@ def build_parser() -> hostkit.ArgumentParser:
                                    "when big enough. Fails (exit 3) naming host, path, free space and need.")
     r.add_argument("--datadir", required=True, metavar="PATH", help="the server's data directory")
     r.add_argument("--percent", required=True, type=float, metavar="P",
-                   help="size of the reserve as a percentage (0.1 to 10) of the filesystem's total size")
+                   help="size of the reserve as a percentage (0.01 to 10) of the filesystem's total size")
     r.add_argument("--path", metavar="FILE",
                    help="reserve file (default: <datadir parent>/.mysql-backup-reserve-<datadir name>, or at "
                         "the filesystem's mount point when the parent is another filesystem); must be on "

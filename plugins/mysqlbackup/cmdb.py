@@ -363,9 +363,9 @@ def _check_url(value: Any) -> str | None:
 
 
 def _check_percent(value: Any) -> str | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0.1 <= value <= 10:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0.01 <= value <= 10:
         return None
-    return f"invalid reserve percent {_show(value)}: expected a number 0.1..10 (1 to 2 is usual)"
+    return f"invalid reserve percent {_show(value)}: expected a number 0.01..10 (1 to 2 is usual)"
 
 
 @lru_cache(maxsize=512)

@@ -136,7 +136,7 @@ def test_reserve_create_check_grow(sandbox):
     leftover = os.path.join(os.path.dirname(datadir), ".mysql-backup-reserve-data")
     if os.path.exists(leftover):
         os.unlink(leftover)
-    code, _, err, res = run(DBHOST, "reserve", "--datadir", datadir, "--percent", "0.1")
+    code, _, err, res = run(DBHOST, "reserve", "--datadir", datadir, "--percent", "0.01")
     path = res.get("path")
     try:
         assert code == 0, err
@@ -146,18 +146,18 @@ def test_reserve_create_check_grow(sandbox):
         assert st.st_dev == os.stat(datadir).st_dev
         assert st.st_size == res["size_bytes"] == res["target_bytes"]
         assert st.st_blocks * 512 >= res["target_bytes"]
-        assert res["target_bytes"] == int(res["fs_total_bytes"] * 0.1 / 100)
+        assert res["target_bytes"] == int(res["fs_total_bytes"] * 0.01 / 100)
 
-        code, _, err, res2 = run(DBHOST, "reserve", "--datadir", datadir, "--percent", "0.1")
+        code, _, err, res2 = run(DBHOST, "reserve", "--datadir", datadir, "--percent", "0.01")
         assert code == 0 and res2["action"] == "ok" and res2["path"] == path
 
-        code, _, err, res3 = run(DBHOST, "reserve", "--datadir", datadir, "--percent", "0.2")
+        code, _, err, res3 = run(DBHOST, "reserve", "--datadir", datadir, "--percent", "0.02")
         assert code == 0 and res3["action"] == "grown", err
         st = os.stat(path)
         assert st.st_size >= res3["target_bytes"] and st.st_blocks * 512 >= res3["target_bytes"]
 
         # smaller percent: the bigger file is left alone
-        code, _, err, res4 = run(DBHOST, "reserve", "--datadir", datadir, "--percent", "0.1")
+        code, _, err, res4 = run(DBHOST, "reserve", "--datadir", datadir, "--percent", "0.01")
         assert code == 0 and res4["action"] == "ok" and os.stat(path).st_size == st.st_size
     finally:
         if path and os.path.exists(path):
@@ -165,7 +165,7 @@ def test_reserve_create_check_grow(sandbox):
 
 
 def test_reserve_bad_percent_is_usage(sandbox):
-    for pct in ("0.05", "11", "nan"):
+    for pct in ("0.005", "11", "nan"):
         code, _, err, res = run(DBHOST, "reserve", "--datadir", sandbox.source.datadir, "--percent", pct)
         assert code == 2 and "--percent" in res["error"], err
     assert not os.path.exists(os.path.join(os.path.dirname(sandbox.source.datadir), ".mysql-backup-reserve-data"))

@@ -384,7 +384,7 @@ def test_reserve_explicit_path_and_bad_input(tmp_path, monkeypatch):
     target = tmp_path / "my-reserve"
     res = dbhost.cmd_reserve(argparse.Namespace(datadir=str(datadir), percent=0.5, path=str(target)))
     assert res["path"] == str(target) and target.stat().st_size == res["target_bytes"]
-    for ns, code in ((argparse.Namespace(datadir=str(datadir), percent=0.01, path=None), hostkit.USAGE),
+    for ns, code in ((argparse.Namespace(datadir=str(datadir), percent=0.005, path=None), hostkit.USAGE),
                      (argparse.Namespace(datadir="relative", percent=1.0, path=None), hostkit.USAGE),
                      (argparse.Namespace(datadir=str(tmp_path / "nope"), percent=1.0, path=None),
                       hostkit.PRECONDITION),
