@@ -231,15 +231,20 @@ class ReserveSpaceOperator(HostScriptOperator):
         reserve = step.result
         self.log.info("reserve file %s: %s (%s bytes)", reserve.get("path"), reserve.get("action"),
                       reserve.get("size_bytes"))
-        need = planner.estimate_backup_bytes(self.catalog.history_sizes(self.instance.name),
-                                             src.get("data_bytes"), pol.compress)
+        # the stored artifact, plus the scratch copy verify extracts and prepares next to it
+        artifact = planner.estimate_backup_bytes(self.catalog.history_sizes(self.instance.name),
+                                                 src.get("data_bytes"), pol.compress)
+        scratch = planner.estimate_backup_bytes([], src.get("data_bytes"), "none")
+        need = artifact + scratch
         step = self.run_steps([(self.instance.storage.ssh_conn_id,
                                 self.storage_script("space", "--dir", self.instance.storage.base_dir,
                                                     "--need", str(need)))], timeout=300)[0]
         raise_for(step, "storage space check")
-        self.log.info("storage has %s free, the backup needs about %s",
-                      planner.human_bytes(step.result["free_bytes"]), planner.human_bytes(need))
-        return {"reserve": reserve, "storage_free_bytes": step.result["free_bytes"], "need_bytes": need}
+        self.log.info("storage has %s free; the backup needs about %s (artifact %s + verify scratch %s)",
+                      planner.human_bytes(step.result["free_bytes"]), planner.human_bytes(need),
+                      planner.human_bytes(artifact), planner.human_bytes(scratch))
+        return {"reserve": reserve, "storage_free_bytes": step.result["free_bytes"], "need_bytes": need,
+                "artifact_estimate_bytes": artifact, "scratch_estimate_bytes": scratch}
 
 
 class FullBackupOperator(HostScriptOperator):
