@@ -84,7 +84,9 @@ def health_dag(cmdb: Cmdb) -> DAG:
     """Fails (and alerts) while the CMDB has rows that cannot become DAGs."""
     with DAG(dag_id=HEALTH_DAG_ID, schedule=_timetable("@hourly"), catchup=False, max_active_runs=1,
              tags=["mysql-backup", "cmdb"], doc_md="Validates the CMDB; fails naming every bad row and field.",
-             default_args={"owner": "mysql-backup", "retries": 0}) as dag:
+             default_args={"owner": cmdb.platform_owner, "retries": 0,
+                           "on_failure_callback": BackupFailureCallback("(cmdb)", cmdb.platform_owner,
+                                                                        "mysql-backup", cmdb.platform)}) as dag:
         CmdbHealthOperator(task_id="check_cmdb", cmdb_source=cmdb.source)
     return dag
 

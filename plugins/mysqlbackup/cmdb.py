@@ -165,6 +165,8 @@ class Cmdb:
     storages: tuple[StorageHost, ...] = ()
     errors: tuple[CmdbError, ...] = ()
     source: str = ""
+    platform: AlertConfig = AlertConfig()  # who hears about the CMDB itself (bad rows)
+    platform_owner: str = "mysql-backup"
     _by_name: dict[str, Instance] = field(init=False, repr=False, compare=False)
     _replicas: dict[str, list[Instance]] = field(init=False, repr=False, compare=False)
 
@@ -454,7 +456,8 @@ _STORAGES_SPEC: Spec = {
     "ssh_conn_id": _conn_id("ssh_conn_id"),
     "max_concurrent_backups": _int_range("max_concurrent_backups", 1, 1024),
 }
-_TOP_KEYS = ("defaults", "storages", "instances")
+_PLATFORM_SPEC: Spec = {"owner": _text("platform.owner"), "email_to": _check_email_list}
+_TOP_KEYS = ("defaults", "storages", "instances", "platform")
 _REQUIRED = ("name", "host", "port", "role", "flavor", "ssh_conn_id", "mysql_conn_id", "owner", "app")
 _BUILTIN_POLICY: dict[str, Any] = {k: v for k, v in asdict(Policy()).items() if k != "backup_enabled"}
 
@@ -583,6 +586,7 @@ def parse_cmdb(doc: Any, source: str = "<memory>") -> Cmdb:
     shared_policy = {True: _policy(base_policy, True), False: _policy(base_policy, False)}
 
     storages = _storages(doc.get("storages"), report)
+    platform = _validate(doc.get("platform"), _PLATFORM_SPEC, "platform", report)
     rows = [_check_row(i, raw, base_policy, base_storage, base_alerts)
             for i, raw in enumerate(doc["instances"], start=1)]
     valid = _resolve(rows)
@@ -598,7 +602,12 @@ def parse_cmdb(doc: Any, source: str = "<memory>") -> Cmdb:
             policy = shared_policy[enabled] if r.policy is None else _policy(r.policy, enabled)
             instances.append(_instance(v, policy, r.storage, r.alerts))
     instances.sort(key=lambda i: i.name)
-    return Cmdb(tuple(instances), storages, tuple(errors), source)
+    email, webhook = base_alerts["email"], base_alerts["webhook"]
+    platform_alerts = AlertConfig(
+        email_to=tuple(platform.get("email_to") or ()), smtp_conn_id=email.get("smtp_conn_id"),
+        email_from=email.get("from"), webhook_conn_id=webhook.get("conn_id"), webhook_url=webhook.get("url"))
+    return Cmdb(tuple(instances), storages, tuple(errors), source, platform_alerts,
+                platform.get("owner") or "mysql-backup")
 
 
 def _storages(raw: Any, report: Report) -> tuple[StorageHost, ...]:

@@ -551,7 +551,7 @@ def test_not_a_cmdb(tmp_path: Path, content: str, text: str) -> None:
 
 def test_empty_instances_list_is_fine(tmp_path: Path) -> None:
     cmdb = load(tmp_path, [])
-    assert cmdb == Cmdb((), (), (), str(tmp_path / "instances.yaml"))
+    assert (cmdb.instances, cmdb.storages, cmdb.errors, cmdb.source) == ((), (), (), str(tmp_path / "instances.yaml"))
 
 
 def test_missing_file(tmp_path: Path) -> None:

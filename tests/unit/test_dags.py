@@ -101,11 +101,26 @@ def test_unreadable_cmdb_still_gives_the_health_dag(monkeypatch, tmp_path):
     assert len(bag.import_errors) == 1
 
 
-def test_health_dag_fails_naming_the_bad_row(monkeypatch, tmp_path, airflow_db):
-    cmdb = write_cmdb(tmp_path, [row("good"), row("bad", flavor="oracle")])
-    bag = dagbag(monkeypatch, cmdb)
-    dr = bag.dags["mysql_backup_cmdb_health"].test()
-    assert dr.state == "failed"
+def test_health_dag_fails_naming_the_bad_row_and_alerts_the_platform(monkeypatch, tmp_path, airflow_db):
+    import json
+
+    from receivers import Hook
+    hook = Hook().start()
+    try:
+        cmdb = write_cmdb(tmp_path, [row("good"), row("bad", flavor="oracle")],
+                          alerts={"webhook": {"url": hook.url("/cmdb")}})
+        doc = yaml.safe_load(cmdb.read_text())
+        doc["platform"] = {"owner": "dba-platform", "email_to": ["platform@example.internal"]}
+        cmdb.write_text(yaml.safe_dump(doc))
+        bag = dagbag(monkeypatch, cmdb)
+        dr = bag.dags["mysql_backup_cmdb_health"].test()
+        assert dr.state == "failed"
+        [req] = hook.requests
+        alert = json.loads(req["body"])
+        assert alert["dag_id"] == "mysql_backup_cmdb_health" and alert["owner"] == "dba-platform"
+        assert "row 2" in alert["error"] and "'flavor'" in alert["error"] and "oracle" in alert["error"]
+    finally:
+        hook.stop()
     cmdb.write_text(cmdb.read_text().replace("oracle", "mariadb"))
     dr = bag.dags["mysql_backup_cmdb_health"].test()
     assert dr.state == "success"
