@@ -260,6 +260,7 @@ class FullBackupOperator(HostScriptOperator):
         label_dir = f"{self.instance.storage.base_dir}/{self.instance.name}/{label}"
         artifact = ARTIFACT_BASE + SUFFIX[pol.compress]
         ti.xcom_push(key="label", value=label)
+        self._discard_leftovers()
         self.catalog.start_backup(self.instance.name, label, context.get("run_id") or "", inst.name, inst.host,
                                   inst.port, started, self.instance.storage.ssh_conn_id, label_dir)
         db_args = ["--flavor", inst.flavor, "--host", inst.host, "--port", str(inst.port),
@@ -289,6 +290,20 @@ class FullBackupOperator(HostScriptOperator):
                 "seconds": seconds, "size_bytes": store.result["size_bytes"], "sha256": store.result["sha256"],
                 "source": src, "db": {k: db.result.get(k) for k in ("tool", "checkpoints", "binlog",
                                                                      "server_version", "seconds")}}
+
+    def _discard_leftovers(self) -> None:
+        """Remove this instance's label directories without a manifest: backups a dead worker left.
+
+        Safe: one run per instance at a time (max_active_runs=1), and discard refuses any
+        directory holding a manifest.
+        """
+        step = self.run_steps([(self.instance.storage.ssh_conn_id,
+                                self.storage_script("list", "--dir", self.instance.storage.base_dir,
+                                                    "--instance", self.instance.name))], timeout=600)[0]
+        raise_for(step, "listing earlier backups")
+        for label_dir in step.result.get("incomplete") or []:
+            self.log.warning("discarding %s: an earlier backup that never finished (no manifest)", label_dir)
+            self._discard(label_dir)
 
     def _discard(self, label_dir: str) -> None:
         try:
