@@ -8,14 +8,20 @@ set -euo pipefail
 
 readonly ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly APT_PACKAGES=(mariadb-server mariadb-client mariadb-backup openssh-server openssh-client
-  pkg-config libmariadb-dev zstd gzip tar procps)
+  pkg-config libmariadb-dev gcc libc6-dev zstd gzip tar procps coreutils)
 readonly PYTHON="${PYTHON:-python3}"
 
 log() { printf '%s install: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
 missing_packages() {
   local pkg
-  for pkg in "${APT_PACKAGES[@]}"; do
+  local -a wanted=("${APT_PACKAGES[@]}")
+  # a Debian system python3 needs its venv module and headers (mysqlclient compiles from source)
+  if ! "${PYTHON}" -c 'import venv, ensurepip' >/dev/null 2>&1; then wanted+=(python3-venv); fi
+  if ! "${PYTHON}" -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' >/dev/null 2>&1; then
+    wanted+=(python3-dev)
+  fi
+  for pkg in "${wanted[@]}"; do
     if ! dpkg-query -W -f='${Status}' "${pkg}" 2>/dev/null | grep -q "install ok installed"; then
       printf '%s\n' "${pkg}"
     fi
