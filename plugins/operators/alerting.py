@@ -24,13 +24,12 @@ def build_notifiers(cfg: AlertConfig) -> list:
         notifiers.append(EmailNotifier(
             host=conn.host or "localhost", port=int(conn.port or 25), sender=sender,
             recipients=list(cfg.email_to), username=conn.login or None, password=conn.password or None,
-            starttls=str(extra.get("starttls", extra.get("disable_tls") is False)).lower() == "true",
-            ssl=str(extra.get("ssl", "false")).lower() == "true"))
+            starttls=_truthy(extra.get("starttls")), ssl=_truthy(extra.get("ssl"))))
     url, headers = cfg.webhook_url, {}
     if cfg.webhook_conn_id:
         conn = BaseHook.get_connection(cfg.webhook_conn_id)
         extra = conn.extra_dejson or {}
-        url = extra.get("url") or conn.host
+        url = extra.get("url") or _http_url(conn)
         headers = dict(extra.get("headers") or {})
         if conn.password:  # a bearer token lives in the connection's password, never in the CMDB
             headers.setdefault("Authorization", f"Bearer {conn.password}")
@@ -79,6 +78,20 @@ class BackupFailureCallback:
             return
         for problem in send_all(alert, notifiers):
             log.error("alert delivery failed: %s", problem)
+
+
+def _truthy(value: Any) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def _http_url(conn: Any) -> str | None:
+    """An Airflow HTTP connection as a URL: host may be a whole URL, or scheme/host/port/path parts."""
+    host = conn.host or ""
+    if not host or "://" in host:
+        return host or None
+    port = f":{conn.port}" if conn.port else ""
+    path = (conn.extra_dejson or {}).get("endpoint", "")
+    return f"{conn.schema or 'https'}://{host}{port}/{str(path).lstrip('/')}"
 
 
 def _log_url(ti: Any) -> str | None:

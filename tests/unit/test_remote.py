@@ -130,3 +130,19 @@ def test_hook_refuses_password_connections(monkeypatch):
     with pytest.raises(AirflowException, match="BatchMode") as info:
         OpenSSHHook("db_pw").target
     assert "s3cret" not in str(info.value)
+
+
+@pytest.mark.parametrize("conn, url", [
+    ({"conn_type": "http", "host": "https://hooks.example.internal/x/y"}, "https://hooks.example.internal/x/y"),
+    ({"conn_type": "http", "host": "hooks.example.internal", "schema": "http", "port": 8080,
+      "extra": {"endpoint": "/alerts"}}, "http://hooks.example.internal:8080/alerts"),
+    ({"conn_type": "http", "host": "h", "extra": {"url": "https://u/v"}}, "https://u/v"),
+])
+def test_webhook_connection_forms(monkeypatch, conn, url):
+    from mysqlbackup.cmdb import AlertConfig
+    from operators.alerting import build_notifiers
+    monkeypatch.setenv("AIRFLOW_CONN_HOOK_X", json.dumps({**conn, "password": "tok-123"}))
+    [notifier] = build_notifiers(AlertConfig(webhook_conn_id="hook_x"))
+    assert notifier._url == url  # private: the notifier keeps the real URL out of repr and errors
+    assert notifier._headers["Authorization"] == "Bearer tok-123"
+    assert "tok-123" not in repr(notifier)
