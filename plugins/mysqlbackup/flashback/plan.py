@@ -1,0 +1,48 @@
+"""The inverse of one row change, as SQL text. Pure: literals in, statements out.
+
+Values arrive as SQL literals already (``mysqlbackup.binlog.decode``). The WHERE clause uses
+the primary key when the table has one; without a key it matches every column NULL-safely
+(``<=>``) with ``LIMIT 1``, so one of several identical rows is touched, never all of them.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+
+def quote_ident(name: str) -> str:
+    """A MySQL identifier in backticks (backticks inside doubled): any name, unicode included."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+class TableSQL:
+    """Statement builders for one table, with its quoted names computed once."""
+
+    __slots__ = ("target", "columns", "key", "_insert_head", "_col_list")
+
+    def __init__(self, schema: str, table: str, columns: Sequence[str], key: Sequence[int] | None) -> None:
+        if not columns:
+            raise ValueError(f"{schema}.{table}: no column names (binlog_row_metadata=FULL is required)")
+        self.target = f"{quote_ident(schema)}.{quote_ident(table)}"
+        self.columns = [quote_ident(c) for c in columns]
+        self.key = tuple(key) if key else None
+        self._col_list = ", ".join(self.columns)
+        self._insert_head = f"INSERT INTO {self.target} ({self._col_list}) VALUES ("
+
+    def where(self, values: Sequence[str | None]) -> str:
+        cols = self.columns
+        if self.key:
+            return " AND ".join(f"{cols[i]}={values[i]}" for i in self.key)
+        return " AND ".join(f"{c}<=>{v}" for c, v in zip(cols, values) if v is not None) + " LIMIT 1"
+
+    def undo_insert(self, row: Sequence[str | None]) -> str:
+        """The inverse of an INSERT: delete that row."""
+        return f"DELETE FROM {self.target} WHERE {self.where(row)};"
+
+    def undo_delete(self, row: Sequence[str | None]) -> str:
+        """The inverse of a DELETE: insert the row back, every column."""
+        return self._insert_head + ", ".join(v if v is not None else "DEFAULT" for v in row) + ");"
+
+    def undo_update(self, before: Sequence[str | None], after: Sequence[str | None]) -> str:
+        """The inverse of an UPDATE: set every column back, finding the row by its after-image."""
+        sets = ", ".join(f"{c}={v}" for c, v in zip(self.columns, before) if v is not None)
+        return f"UPDATE {self.target} SET {sets} WHERE {self.where(after)};"

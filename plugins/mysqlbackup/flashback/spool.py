@@ -1,0 +1,131 @@
+"""A disk spool that turns a stream of transactions into the reversed flashback script.
+
+Statements are appended in binlog order to a data file; two index files of fixed 8-byte
+records (statement starts; per transaction: first statement and header offset) let the
+output be written newest transaction first, statements reversed, reading everything back in
+chunks. Memory use does not depend on the size of the window.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+from array import array
+from typing import BinaryIO
+
+_U64 = struct.Struct("<Q")
+_TX = struct.Struct("<QQQ")  # first statement index, header offset, header length
+_CHUNK = 8192  # records read back per chunk
+
+
+class Spool:
+    """Collect transactions of inverse statements; write them out reversed."""
+
+    def __init__(self, directory: str | None = None) -> None:
+        self._dir = tempfile.mkdtemp(prefix="flashback-spool-", dir=directory)
+        self._data = open(os.path.join(self._dir, "statements"), "w+b")
+        self._stmts = open(os.path.join(self._dir, "statements.idx"), "w+b")
+        self._txs = open(os.path.join(self._dir, "transactions.idx"), "w+b")
+        self._offsets = array("Q")   # statement starts of the buffered block, flushed in chunks
+        self._n_stmts = 0
+        self._data_end = 0
+        self._open: tuple[int, bytes] | None = None  # first statement index, header
+        self.transactions = 0
+        self.statements = 0
+
+    # -- writing, in binlog order ------------------------------------------------------------
+    def begin(self, header: str) -> None:
+        if self._open is not None:
+            raise RuntimeError("a transaction is already open in the spool")
+        self._open = (self._n_stmts, header.encode("utf-8"))
+
+    def add(self, statement: str) -> None:
+        data = statement.encode("utf-8") + b"\n"
+        self._offsets.append(self._data_end)
+        self._data.write(data)
+        self._data_end += len(data)
+        self._n_stmts += 1
+        if len(self._offsets) >= _CHUNK:
+            self._flush_offsets()
+
+    def commit(self) -> None:
+        """Close the open transaction; one without statements is dropped."""
+        if self._open is None:
+            return
+        first, header = self._open
+        self._open = None
+        if self._n_stmts == first:
+            return
+        self._flush_offsets()
+        head_off = self._data_end
+        self._data.write(header)
+        self._data_end += len(header)
+        self._txs.write(_TX.pack(first, head_off, len(header)))
+        self.transactions += 1
+        self.statements += self._n_stmts - first
+
+    def discard(self) -> None:
+        """Forget the open transaction (its statements stay in the data file, unreferenced)."""
+        if self._open is None:
+            return
+        first, _ = self._open
+        self._flush_offsets()
+        self._stmts.truncate(first * _U64.size)
+        self._stmts.seek(0, os.SEEK_END)
+        self._n_stmts = first
+        self._open = None
+
+    def _flush_offsets(self) -> None:
+        if self._offsets:
+            self._stmts.write(self._offsets.tobytes())
+            self._offsets = array("Q")
+
+    # -- reading back, reversed ---------------------------------------------------------------
+    def write_reversed(self, out: BinaryIO, begin: bytes = b"BEGIN;\n", commit: bytes = b"COMMIT;\n") -> None:
+        """Every transaction, newest first, its statements in reverse order."""
+        if self._open is not None:
+            raise RuntimeError("commit or discard the open transaction first")
+        self._flush_offsets()
+        for f in (self._data, self._stmts, self._txs):
+            f.flush()
+        data_fd, idx_fd, tx_fd = self._data.fileno(), self._stmts.fileno(), self._txs.fileno()
+        n_tx = self.transactions
+        # statement i ends where statement i+1 starts, or, for the last of a transaction, at its header
+        for tx in range(n_tx - 1, -1, -1):
+            first, head_off, head_len = _TX.unpack(os.pread(tx_fd, _TX.size, tx * _TX.size))
+            next_first = (_TX.unpack(os.pread(tx_fd, _TX.size, (tx + 1) * _TX.size))[0]
+                          if tx + 1 < n_tx else self._n_stmts)
+            out.write(os.pread(data_fd, head_len, head_off))
+            out.write(begin)
+            end = head_off
+            hi = next_first
+            while hi > first:  # statement indexes [first, next_first) read back in chunks, reversed
+                lo = max(first, hi - _CHUNK)
+                starts = array("Q")
+                starts.frombytes(os.pread(idx_fd, (hi - lo) * _U64.size, lo * _U64.size))
+                block = os.pread(data_fd, end - starts[0], starts[0])
+                base = starts[0]
+                stop = end - base
+                for i in range(len(starts) - 1, -1, -1):
+                    s = starts[i] - base
+                    out.write(block[s:stop])
+                    stop = s
+                end = starts[0]
+                hi = lo
+            out.write(commit)
+
+    def close(self) -> None:
+        for f in (self._data, self._stmts, self._txs):
+            f.close()
+        for name in ("statements", "statements.idx", "transactions.idx"):
+            try:
+                os.unlink(os.path.join(self._dir, name))
+            except FileNotFoundError:
+                pass
+        os.rmdir(self._dir)
+
+    def __enter__(self) -> "Spool":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,146 @@
+"""Flashback's pure parts: the selection, the inverse statements, the reversing spool."""
+from __future__ import annotations
+
+import io
+import random
+from datetime import datetime, timezone
+
+import pytest
+
+from mysqlbackup.flashback.plan import TableSQL, quote_ident
+from mysqlbackup.flashback.select import (Gtid, Position, Selection, SelectionError, parse_gtid,
+                                          parse_position, parse_table, parse_time)
+from mysqlbackup.flashback.spool import Spool
+
+# --- selection ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("shop.orders", ("shop", "orders")),
+    ("orders", (None, "orders")),
+    ("`my db`.`t.1`", ("my db", "t.1")),
+    ("`we``ird`.t", ("we`ird", "t")),
+    ("`ünï`.`表`", ("ünï", "表")),
+    ("shop.`order items`", ("shop", "order items")),
+])
+def test_parse_table(text, expected):
+    assert parse_table(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "a.b.c", "shop.", ".t", "`unclosed", "a b.c d e"])
+def test_parse_table_rejects(text):
+    with pytest.raises(SelectionError, match="expected db.table"):
+        parse_table(text)
+
+
+def test_positions_and_gtids():
+    assert parse_position("binlog.000012:4") == Position("binlog.000012", 4)
+    assert Position("binlog.000012", 900) < Position("binlog.000013", 4)
+    assert parse_gtid("0-1-4711") == Gtid(0, 1, 4711) and str(Gtid(0, 1, 4711)) == "0-1-4711"
+    for bad, msg in [("binlog.000012", "FILE:POS"), ("binlog.000012:x", "FILE:POS"), ("binlog.000012:3", "start at 4"),
+                     ("mysql-bin:12", "FILE:POS")]:
+        with pytest.raises(SelectionError, match=msg):
+            parse_position(bad)
+    for bad in ("0-1", "a-b-c", "0-1-2-3", ""):
+        with pytest.raises(SelectionError, match="DOMAIN-SERVER-SEQ"):
+            parse_gtid(bad)
+
+
+def test_times_default_to_utc():
+    assert parse_time("2026-11-24 10:00:00") == datetime(2026, 11, 24, 10, tzinfo=timezone.utc)
+    assert parse_time("2026-11-24T12:00:00+02:00") == datetime(2026, 11, 24, 10, tzinfo=timezone.utc)
+    with pytest.raises(SelectionError, match="YYYY-MM-DD"):
+        parse_time("yesterday")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"start_time": "2026-11-24 10:00:00", "stop_time": "2026-11-24 09:00:00"}, "reversed time window"),
+    ({"start_time": "2026-11-24 10:00:00", "stop_time": "2026-11-24 10:00:00"}, "empty time window"),
+    ({"start_position": "binlog.000002:4", "stop_position": "binlog.000001:900"}, "reversed position window"),
+    ({"start_gtid": "0-1-10", "stop_gtid": "0-1-5"}, "reversed GTID window"),
+    ({"start_gtid": "0-1-10", "stop_gtid": "1-1-50"}, "two domains"),
+    ({"types": ["insert", "drop"]}, "unknown statement type"),
+    ({"databases": ["shop"], "tables": ["crm.users"]}, "not in the selected databases"),
+])
+def test_bad_selections_are_refused(kwargs, message):
+    with pytest.raises(SelectionError, match=message):
+        Selection.parse(**kwargs)
+
+
+def test_selection_matching():
+    sel = Selection.parse(databases=["shop"], tables=["orders", "shop.`order items`"], types=["delete"],
+                          start_gtid="0-1-10", stop_gtid="0-1-20",
+                          start_time="2026-11-24 10:00:00", stop_time="2026-11-24 11:00:00")
+    assert sel.wants_table("shop", "orders") and sel.wants_table("shop", "order items")
+    assert not sel.wants_table("crm", "orders") and not sel.wants_table("shop", "users")
+    assert sel.wants_gtid(Gtid(0, 1, 10)) and sel.wants_gtid(Gtid(0, 2, 20))
+    assert not sel.wants_gtid(Gtid(0, 1, 21)) and not sel.wants_gtid(Gtid(1, 1, 15)) and not sel.wants_gtid(None)
+    assert sel.wants_time(datetime(2026, 11, 24, 10, tzinfo=timezone.utc))
+    assert not sel.wants_time(datetime(2026, 11, 24, 11, tzinfo=timezone.utc))
+    assert sel.types == {"delete"}
+    assert "types delete" in sel.describe() and "GTIDs 0-1-10 .. 0-1-20" in sel.describe()
+    assert Selection().wants_table("any", "thing") and Selection().wants_gtid(None)
+
+
+# --- inverse statements ---------------------------------------------------------------------
+
+def test_identifiers_are_quoted():
+    assert quote_ident("a`b") == "`a``b`" and quote_ident("order items") == "`order items`"
+
+
+def test_inverse_statements_with_a_key():
+    t = TableSQL("shop", "order items", ["id", "qty", "note"], key=[0])
+    assert t.undo_insert(["7", None, None]) == "DELETE FROM `shop`.`order items` WHERE `id`=7;"
+    assert t.undo_delete(["7", "2", "NULL"]) == "INSERT INTO `shop`.`order items` (`id`, `qty`, `note`) VALUES (7, 2, NULL);"
+    assert (t.undo_update(["7", "2", "'a'"], ["7", None, None])
+            == "UPDATE `shop`.`order items` SET `id`=7, `qty`=2, `note`='a' WHERE `id`=7;")
+
+
+def test_inverse_statements_without_a_key_match_every_column_null_safely():
+    t = TableSQL("s", "t", ["a", "b"], key=None)
+    assert t.undo_insert(["1", "NULL"]) == "DELETE FROM `s`.`t` WHERE `a`<=>1 AND `b`<=>NULL LIMIT 1;"
+    assert (t.undo_update(["1", "2"], ["1", "3"])
+            == "UPDATE `s`.`t` SET `a`=1, `b`=2 WHERE `a`<=>1 AND `b`<=>3 LIMIT 1;")
+    with pytest.raises(ValueError, match="binlog_row_metadata=FULL"):
+        TableSQL("s", "t", [], key=None)
+
+
+# --- spool ----------------------------------------------------------------------------------
+
+def test_spool_reverses_transactions_and_statements(tmp_path):
+    with Spool(str(tmp_path)) as sp:
+        sp.begin("-- tx 1\n")
+        sp.add("S1a;")
+        sp.add("S1b;")
+        sp.commit()
+        sp.begin("-- tx empty\n")
+        sp.commit()  # dropped
+        sp.begin("-- tx filtered\n")
+        sp.add("X;")
+        sp.discard()  # dropped with its statements
+        sp.begin("-- tx 2 ünï\n")
+        sp.add("S2a 'é';")
+        sp.commit()
+        out = io.BytesIO()
+        sp.write_reversed(out)
+    assert out.getvalue().decode() == ("-- tx 2 ünï\nBEGIN;\nS2a 'é';\nCOMMIT;\n"
+                                       "-- tx 1\nBEGIN;\nS1b;\nS1a;\nCOMMIT;\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_spool_handles_many_statements_across_chunks(tmp_path):
+    rnd = random.Random(3)
+    txs = [[f"T{t}S{s}" + "x" * rnd.randint(0, 30) + ";" for s in range(rnd.randint(1, 20000 if t == 3 else 40))]
+           for t in range(8)]
+    with Spool(str(tmp_path)) as sp:
+        for t, stmts in enumerate(txs):
+            sp.begin(f"-- {t}\n")
+            for s in stmts:
+                sp.add(s)
+            sp.commit()
+        out = io.BytesIO()
+        sp.write_reversed(out)
+        assert sp.statements == sum(map(len, txs))
+    expected = "".join(f"-- {t}\nBEGIN;\n" + "".join(s + "\n" for s in reversed(stmts)) + "COMMIT;\n"
+                       for t, stmts in reversed(list(enumerate(txs))))
+    assert out.getvalue().decode() == expected
