@@ -1,0 +1,96 @@
+"""Apply mode on a real server: exactly one row per statement, or the transaction rolls back."""
+from __future__ import annotations
+
+import io
+from functools import partial
+
+import pymysql
+import pytest
+
+from mysqlbackup.flashback.apply import ApplyStopped, apply_script, read_script
+
+pytestmark = pytest.mark.server
+
+SCRIPT = """-- mysql-flashback: test
+SET NAMES utf8mb4;
+SET time_zone='+00:00';
+-- transaction 0-1-12 at binlog.000001:900
+BEGIN;
+UPDATE `fa`.`t` SET `id`=2, `v`='b' WHERE `id`=2;
+INSERT INTO `fa`.`t` (`id`, `v`) VALUES (3, 'c 😀');
+COMMIT;
+-- transaction 0-1-11 at binlog.000001:500
+BEGIN;
+DELETE FROM `fa`.`t` WHERE `id`=9;
+UPDATE `fa`.`t` SET `id`=1, `v`='a' WHERE `id`=1;
+COMMIT;
+"""
+
+
+def connect(server, **kw):
+    return pymysql.connect(unix_socket=server.socket, user="root", password="", charset="utf8mb4", **kw)
+
+
+@pytest.fixture
+def table(sandbox):
+    src = sandbox.source
+    src.sql("DROP DATABASE IF EXISTS fa")
+    src.sql("CREATE DATABASE fa")
+    src.sql("CREATE TABLE fa.t (id INT PRIMARY KEY, v VARCHAR(20) CHARACTER SET utf8mb4)")
+    # the state after the bad changes: 2 was updated, 3 deleted, 9 inserted, 1 updated
+    src.sql("INSERT INTO fa.t VALUES (1, 'A'), (2, 'B'), (9, 'z')")
+    yield src
+    src.sql("DROP DATABASE fa")
+
+
+def rows(src):
+    return src.sql("SELECT id, v FROM fa.t ORDER BY id")
+
+
+def test_script_applies_and_restores(table):
+    report = apply_script(io.StringIO(SCRIPT), partial(connect, table), log=lambda _: None)
+    assert (report.transactions, report.statements, report.stopped_at) == (2, 4, None)
+    assert rows(table) == [(1, "a"), (2, "b"), (3, "c 😀")]
+
+
+def test_update_of_an_unchanged_row_counts_as_matched(table):
+    table.sql("UPDATE fa.t SET v='b' WHERE id=2")  # already the before-image: matched, not changed
+    apply_script(io.StringIO(SCRIPT), partial(connect, table), log=lambda _: None)
+    assert rows(table) == [(1, "a"), (2, "b"), (3, "c 😀")]
+
+
+def test_a_row_changed_since_stops_and_rolls_back_that_transaction(table):
+    table.sql("DELETE FROM fa.t WHERE id=9")  # someone already removed it: the second block must not apply
+    with pytest.raises(ApplyStopped) as info:
+        apply_script(io.StringIO(SCRIPT), partial(connect, table), log=lambda _: None)
+    rep = info.value.report
+    assert rep.transactions == 1 and rep.stopped_at["line"] == 11
+    assert "matched no row" in str(info.value) and "`id`=9" in str(info.value)
+    # the first transaction is applied, the second left untouched (1 still 'A')
+    assert rows(table) == [(1, "A"), (2, "b"), (3, "c 😀")]
+
+
+def test_a_failing_statement_rolls_back_its_whole_transaction(table):
+    table.sql("INSERT INTO fa.t VALUES (3, 'again')")  # the INSERT of row 3 will hit a duplicate key
+    with pytest.raises(ApplyStopped, match="Duplicate entry"):
+        apply_script(io.StringIO(SCRIPT), partial(connect, table), log=lambda _: None)
+    assert rows(table) == [(1, "A"), (2, "B"), (3, "again"), (9, "z")]  # row 2 not half-applied
+
+
+def test_dry_run_changes_nothing(table):
+    report = apply_script(io.StringIO(SCRIPT), partial(connect, table), log=lambda _: None, dry_run=True)
+    assert report.transactions == 2
+    assert rows(table) == [(1, "A"), (2, "B"), (9, "z")]
+
+
+def test_incomplete_script_is_refused_before_anything_runs():
+    settings, blocks = read_script(io.StringIO(SCRIPT.rsplit("COMMIT;", 1)[0]))
+    assert settings == ["SET NAMES utf8mb4;", "SET time_zone='+00:00';"]
+    with pytest.raises(ValueError, match="no COMMIT"):
+        list(blocks)
+
+
+def test_truncated_script_applies_nothing(table):
+    with pytest.raises(ValueError, match="no COMMIT"):
+        apply_script(io.StringIO(SCRIPT.rsplit("COMMIT;", 1)[0]), partial(connect, table), log=lambda _: None)
+    assert rows(table) == [(1, "A"), (2, "B"), (9, "z")]
