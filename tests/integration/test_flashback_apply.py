@@ -94,3 +94,29 @@ def test_truncated_script_applies_nothing(table):
     with pytest.raises(ValueError, match="no COMMIT"):
         apply_script(io.StringIO(SCRIPT.rsplit("COMMIT;", 1)[0]), partial(connect, table), log=lambda _: None)
     assert rows(table) == [(1, "A"), (2, "B"), (9, "z")]
+
+
+def test_cli_apply_takes_credentials_from_a_defaults_file(table, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    password = "fb-" + os.urandom(6).hex()
+    table.sql("CREATE USER IF NOT EXISTS 'fb'@'localhost' IDENTIFIED BY %s", (password,))
+    table.sql("GRANT ALL ON fa.* TO 'fb'@'localhost'")
+    cnf = tmp_path / "fb.cnf"
+    cnf.write_text(f"[client]\nuser=fb\npassword=\"{password}\"\nsocket={table.socket}\n")
+    cnf.chmod(0o600)
+    script = tmp_path / "undo.sql"
+    script.write_text(SCRIPT)
+    cli = Path(__file__).resolve().parents[2] / "bin" / "mysql-flashback"
+    res = subprocess.run([sys.executable, str(cli), "apply", "--file", str(script), "--target-defaults-file", str(cnf)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "applied 2 transactions, 4 statements" in res.stderr and password not in res.stderr
+    assert rows(table) == [(1, "a"), (2, "b"), (3, "c 😀")]
+    # a second run finds the rows already restored: row 9 is gone, so it stops (exit 3) and changes nothing
+    res = subprocess.run([sys.executable, str(cli), "apply", "--file", str(script), "--target-defaults-file", str(cnf)],
+                         capture_output=True, text=True)
+    assert res.returncode == 3 and "STOPPED" in res.stderr, res.stderr
+    table.sql("DROP USER 'fb'@'localhost'")

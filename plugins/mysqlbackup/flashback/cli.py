@@ -1,0 +1,154 @@
+"""mysql-flashback: undo row changes from the binlog, reviewably.
+
+  mysql-flashback generate [source] [window] [filters] --output FILE   write the inverse SQL
+  mysql-flashback apply --file FILE [target]                           apply a reviewed file
+
+Credentials never go on the command line: give a MySQL option file (--defaults-file, its
+[client] section: user, password, host, port, socket) or set MYSQL_PWD in the environment.
+"""
+from __future__ import annotations
+
+import argparse
+import configparser
+import os
+import sys
+from functools import partial
+from pathlib import Path
+
+from mysqlbackup.flashback.select import STATEMENT_TYPES, Selection, SelectionError
+
+EXIT_OK, EXIT_USAGE, EXIT_STOPPED, EXIT_ERROR = 0, 2, 3, 1
+
+
+def _csv(values: list[str] | None) -> list[str]:
+    return [v for item in values or () for v in item.split(",") if v.strip()]
+
+
+def read_defaults_file(path: str | None) -> dict[str, str]:
+    """[client] (and [mysql-flashback]) of a MySQL option file: user, password, host, port, socket."""
+    if not path:
+        return {}
+    p = Path(path)
+    if not p.is_file():
+        raise SelectionError(f"defaults file {path} does not exist")
+    cp = configparser.ConfigParser(allow_no_value=True, interpolation=None, strict=False)
+    cp.read_string(p.read_text())
+    out: dict[str, str] = {}
+    for section in ("client", "mysql-flashback"):
+        if cp.has_section(section):
+            for key, value in cp.items(section):
+                if value is not None:
+                    out[key.replace("-", "_")] = value.strip().strip('"').strip("'")
+    return out
+
+
+def connection_args(args: argparse.Namespace, prefix: str = "") -> dict:
+    """pymysql.connect() keyword arguments from options, the defaults file and MYSQL_PWD."""
+    opts = read_defaults_file(getattr(args, f"{prefix}defaults_file"))
+    host = getattr(args, f"{prefix}host") or opts.get("host")
+    port = getattr(args, f"{prefix}port") or opts.get("port")
+    sock = getattr(args, f"{prefix}socket") or opts.get("socket")
+    user = getattr(args, f"{prefix}user") or opts.get("user") or os.environ.get("USER") or "root"
+    password = opts.get("password", os.environ.get("MYSQL_PWD", ""))
+    kw: dict = {"user": user, "password": password, "charset": "utf8mb4", "connect_timeout": 10}
+    if sock:
+        kw["unix_socket"] = sock
+    else:
+        kw["host"] = host or "127.0.0.1"
+        kw["port"] = int(port or 3306)
+    return kw
+
+
+def _conn_options(p: argparse.ArgumentParser, prefix: str = "", what: str = "the server") -> None:
+    dash = prefix.replace("_", "-")
+    p.add_argument(f"--{dash}host", help=f"host of {what}")
+    p.add_argument(f"--{dash}port", type=int, help=f"port of {what} (default 3306)")
+    p.add_argument(f"--{dash}socket", help=f"unix socket of {what} (instead of host/port)")
+    p.add_argument(f"--{dash}user", help=f"user on {what}")
+    p.add_argument(f"--{dash}defaults-file", metavar="FILE",
+                   help=f"MySQL option file for {what}: [client] user, password, host, port, socket "
+                        "(the password is read from here or from MYSQL_PWD, never from the command line)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mysql-flashback", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="write the inverse SQL of a window of the binlog",
+                       description="Read ROW-format binlog events (from archived files, or from a live server as "
+                                   "a replication client), invert the selected row changes and write a reviewable "
+                                   "SQL file: newest transaction first, statements reversed. --apply runs it too.")
+    src = g.add_argument_group("source (archived files, or a live server)")
+    src.add_argument("--binlog-dir", metavar="DIR", help="directory of archived binlog files (no server needed)")
+    src.add_argument("--binlog", action="append", metavar="FILE", help="one archived binlog file (repeatable)")
+    _conn_options(src, "", "the live server to read the binlog from")
+    src.add_argument("--server-id", type=int, help="replication server_id to use when reading a live server "
+                     "(default: random, above 2^30)")
+    win = g.add_argument_group("window (start inclusive, stop exclusive)")
+    win.add_argument("--start-datetime", metavar="TIME", help="'YYYY-MM-DD HH:MM:SS', UTC unless an offset is given")
+    win.add_argument("--stop-datetime", metavar="TIME")
+    win.add_argument("--start-position", metavar="FILE:POS", help="e.g. binlog.000012:4")
+    win.add_argument("--stop-position", metavar="FILE:POS")
+    win.add_argument("--start-gtid", metavar="GTID", help="e.g. 0-1-4711 (inclusive)")
+    win.add_argument("--stop-gtid", metavar="GTID", help="inclusive")
+    flt = g.add_argument_group("filters")
+    flt.add_argument("--databases", action="append", metavar="DB[,DB]", help="only these databases")
+    flt.add_argument("--tables", action="append", metavar="[DB.]TABLE[,...]",
+                     help="only these tables; quote names with dots or spaces: `my db`.`t.1`")
+    flt.add_argument("--types", action="append", metavar="TYPE[,TYPE]",
+                     help=f"statement types to invert: {', '.join(STATEMENT_TYPES)} (default all)")
+    out = g.add_argument_group("output")
+    out.add_argument("--output", "-o", required=True, metavar="FILE", help="the SQL file to write")
+    out.add_argument("--tmpdir", metavar="DIR", help="where the spool lives while generating (default $TMPDIR)")
+    out.add_argument("--progress-seconds", type=float, default=10.0, help="progress line interval (default 10)")
+    ap = g.add_argument_group("apply (off unless --apply)")
+    ap.add_argument("--apply", action="store_true", help="also apply the generated file to the target")
+    _conn_options(ap, "target_", "the target to apply to (default: the live source)")
+
+    a = sub.add_parser("apply", help="apply a reviewed flashback file",
+                       description="Run a file written by 'generate' on the target: one transaction at a time, "
+                                   "each statement must change exactly one row; at the first mismatch the "
+                                   "transaction is rolled back and the run stops, naming the statement.")
+    a.add_argument("--file", required=True, metavar="FILE", help="the flashback SQL file")
+    a.add_argument("--dry-run", action="store_true", help="run every transaction and roll it back")
+    _conn_options(a, "target_", "the target to apply to")
+    return p
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    import pymysql
+
+    from mysqlbackup.flashback.apply import ApplyStopped, apply_script
+    kw = connection_args(args, "target_")
+    try:
+        with open(args.file, encoding="utf-8") as f:
+            report = apply_script(f, partial(pymysql.connect, **kw), log=_log, dry_run=args.dry_run)
+    except ApplyStopped as exc:
+        _log(f"STOPPED: {exc}")
+        return EXIT_STOPPED
+    _log(f"{'dry run: ' if args.dry_run else ''}applied {report.transactions} transactions, "
+         f"{report.statements} statements in {report.seconds:.1f} s")
+    return EXIT_OK
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    sel = Selection.parse(databases=_csv(args.databases), tables=_csv(args.tables),
+                          start_time=args.start_datetime, stop_time=args.stop_datetime,
+                          start_position=args.start_position, stop_position=args.stop_position,
+                          start_gtid=args.start_gtid, stop_gtid=args.stop_gtid, types=_csv(args.types) or None)
+    from mysqlbackup.flashback import engine
+    return engine.main(args, sel, _log)
+
+
+def _log(message: str) -> None:
+    print(f"mysql-flashback: {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return cmd_apply(args) if args.command == "apply" else cmd_generate(args)
+    except (SelectionError, ValueError) as exc:
+        _log(f"error: {exc}")
+        return EXIT_USAGE
