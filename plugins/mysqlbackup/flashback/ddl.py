@@ -19,7 +19,7 @@ _PATTERNS = [
                re.I),
     re.compile(rf"\bTRUNCATE\s+(?!TABLE\b)({_QNAME})", re.I),
     re.compile(rf"\b(?:CREATE|DROP)\s+(?:UNIQUE\s+|FULLTEXT\s+|SPATIAL\s+)?INDEX\s+{_IDENT}\s+ON\s+({_QNAME})", re.I),
-    re.compile(rf"\bRENAME\s+TABLES?\s+(.+)$", re.I | re.S),
+    re.compile(r"\bRENAME\s+TABLES?\s+(.+)$", re.I | re.S),
 ]
 _DATABASE = re.compile(rf"\b(?:DROP|ALTER)\s+(?:DATABASE|SCHEMA)\s+(?:IF\s+EXISTS\s+)?({_IDENT})", re.I)
 _NAME = re.compile(rf"({_IDENT})(?:\s*\.\s*({_IDENT}))?")

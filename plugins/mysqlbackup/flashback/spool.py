@@ -48,11 +48,13 @@ class Spool:
         if len(self._offsets) >= _CHUNK:
             self._flush_offsets()
 
-    def commit(self) -> None:
-        """Close the open transaction; one without statements is dropped."""
+    def commit(self, header: str | None = None) -> None:
+        """Close the open transaction (``header`` replaces the one given to begin); one without
+        statements is dropped."""
         if self._open is None:
             return
-        first, header = self._open
+        first, header_bytes = self._open
+        header = header_bytes if header is None else header.encode("utf-8")
         self._open = None
         if self._n_stmts == first:
             return

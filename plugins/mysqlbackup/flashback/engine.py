@@ -1,0 +1,368 @@
+"""The flashback engine: binlog events in, the reversed inverse script out.
+
+One loop over raw events (files or a live server give the same events, so the same SQL):
+table maps are kept by id, each selected rows event is decoded by the table's generated codec
+straight into SQL literals, planned into inverse statements and streamed to the spool, and the
+spool writes the script newest transaction first. Preflight problems (not ROW, not FULL images,
+no column names, a DDL on a table being inverted, a table never seen) stop the run with a
+message naming them, before anything is written.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable, Iterable
+
+from mysqlbackup.binlog import format as F
+from mysqlbackup.binlog.decode import RowCodec
+from mysqlbackup.binlog.events import (parse_format_description, parse_gtid, parse_query, parse_rows_header,
+                                       parse_table_map)
+from mysqlbackup.flashback.ddl import classify, touched_tables
+from mysqlbackup.flashback.plan import TableSQL
+from mysqlbackup.flashback.select import Gtid, Position, Selection
+from mysqlbackup.flashback.spool import Spool
+
+_ROWS = frozenset(F.ROWS_EVENT_KIND)
+# strict, and an explicit 0 in an AUTO_INCREMENT column stays 0 (a row put back keeps its id)
+SESSION = ("SET NAMES utf8mb4;\nSET time_zone='+00:00';\n"
+           "SET SESSION sql_mode='STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION';\n")
+
+
+class FlashbackError(ValueError):
+    """The binlog cannot be flashed back as asked: nothing was written or applied."""
+
+
+@dataclass
+class Summary:
+    """What a run selected and wrote."""
+
+    source: str = ""
+    selection: str = ""
+    rows: int = 0
+    transactions: int = 0
+    events: int = 0
+    per_table: dict = field(default_factory=dict)  # "db.table" -> Counter(type -> rows)
+    first: str | None = None
+    last: str | None = None
+    covered: str = ""
+    seconds: float = 0.0
+    output: str = ""
+
+    def header(self) -> str:
+        lines = [f"-- mysql-flashback: inverse of {self.rows} row changes in {self.transactions} transactions",
+                 f"-- source: {self.source}", f"-- binlogs read: {self.covered}",
+                 f"-- selection: {self.selection}",
+                 f"-- first change: {self.first or '-'}; last change: {self.last or '-'}",
+                 "-- rows per table and type:"]
+        for name in sorted(self.per_table):
+            counts = self.per_table[name]
+            lines.append(f"--   {name}: " + ", ".join(f"{t} {counts[t]}" for t in ("insert", "update", "delete")
+                                                    if counts.get(t)))
+        lines.append("-- newest transaction first, statements reversed within each; "
+                     "apply with: mysql-flashback apply --file THIS_FILE")
+        return "\n".join(lines) + "\n"
+
+    def as_dict(self) -> dict:
+        return {"source": self.source, "selection": self.selection, "rows": self.rows,
+                "transactions": self.transactions, "events": self.events,
+                "per_table": {k: dict(v) for k, v in self.per_table.items()}, "first": self.first,
+                "last": self.last, "covered": self.covered, "seconds": round(self.seconds, 3),
+                "output": self.output}
+
+
+def _utc(ts: int) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _full(n: int) -> bytes:
+    """The present-columns bitmap of a full row image of n columns."""
+    b = bytearray(b"\xff" * ((n + 7) // 8))
+    if n % 8:
+        b[-1] = (1 << (n % 8)) - 1
+    return bytes(b)
+
+
+class Flashback:
+    """Feed raw events (``feed``), then ``write(path)``; or use ``generate_from_files``."""
+
+    def __init__(self, selection: Selection, source: str, spool_dir: str | None = None,
+                 log: Callable[[str], None] | None = None, progress_seconds: float = 10.0) -> None:
+        self.sel = selection
+        self.summary = Summary(source=source, selection=selection.describe())
+        self.spool = Spool(spool_dir)
+        self.log = log or (lambda _m: None)
+        self.progress_seconds = progress_seconds
+        self.tables_seen: set[tuple[str, str]] = set()
+        self.tables_with_rows: set[tuple[str, str]] = set()
+        self.ddl: list[tuple[str, str, set]] = []  # DDL inside the window: (where, statement, tables)
+        self._t0 = time.monotonic()
+        self._first_event: tuple[str, int] | None = None
+        self._last_event: tuple[str, int] | None = None
+
+    # -- the loop ------------------------------------------------------------------------------
+    def feed(self, events: Iterable) -> None:  # noqa: C901 - one hot loop, kept in one place on purpose
+        sel, spool, summary = self.sel, self.spool, self.summary
+        want_types = sel.types
+        per_table: dict[str, Counter] = summary.per_table
+        plans: dict[int, tuple | None] = {}  # table_id -> (codec, TableSQL, key, name, (schema, table)) | None
+        codecs: dict[bytes, RowCodec] = {}   # by table-map shape: survives table ids changing
+        fulls: dict[int, bytes] = {}
+        rows_post = None
+        tm_post = 8
+        gtid: Gtid | None = None
+        tx_where = ""
+        tx_open = False
+        tx_rows = 0
+        tx_selected = True
+        positioned = sel.start_position is not None or sel.stop_position is not None
+        start_pos, stop_pos = sel.start_position, sel.stop_position
+        timed = sel.start_time is not None or sel.stop_time is not None
+        n_events = 0
+        last_log = time.monotonic()
+        first = last = None
+
+        def close_tx() -> None:
+            nonlocal tx_open, tx_rows
+            if tx_open:
+                if tx_rows:
+                    spool.commit(f"-- transaction {gtid or '-'} at {tx_where}, {tx_rows} rows\n")
+                    summary.transactions += 1
+                    summary.rows += tx_rows
+                else:
+                    spool.discard()
+            tx_open = False
+            tx_rows = 0
+
+        for ev in events:
+            n_events += 1
+            t = ev.type
+            if t in _ROWS:
+                if not tx_selected:
+                    continue
+                if positioned:
+                    here = Position(ev.file, ev.pos)
+                    if (start_pos is not None and here < start_pos) or (stop_pos is not None and here >= stop_pos):
+                        continue
+                hdr = parse_rows_header(ev.body, t, rows_post)
+                plan = plans.get(hdr.table_id, False)
+                if not plan:
+                    if plan is False:
+                        raise FlashbackError(f"{ev.file}:{ev.pos}: a rows event for table id {hdr.table_id} without "
+                                             "its table map: start the window at a transaction boundary")
+                    continue
+                kind = hdr.kind
+                if kind not in want_types:
+                    continue
+                codec, sql, key, name, qname = plan
+                full = fulls.get(hdr.column_count) or fulls.setdefault(hdr.column_count, _full(hdr.column_count))
+                if (kind != "insert" and hdr.present_before != full) or (kind != "delete" and hdr.present_after != full):
+                    raise FlashbackError(f"{ev.file}:{ev.pos}: {name} has a partial row image: the binlog was written "
+                                         "with binlog_row_image other than FULL; flashback needs FULL row images")
+                if not tx_open:
+                    spool.begin("")
+                    tx_open = True
+                before = tx_rows
+                add = spool.add
+                if kind == "insert":
+                    undo = sql.undo_insert
+                    for row in codec.decode(ev.body, hdr, None, key):
+                        add(undo(row))
+                        tx_rows += 1
+                elif kind == "delete":
+                    undo = sql.undo_delete
+                    for row in codec.decode(ev.body, hdr, None, None):
+                        add(undo(row))
+                        tx_rows += 1
+                else:
+                    undo = sql.undo_update
+                    for b, a in codec.decode(ev.body, hdr, None, key):
+                        add(undo(b, a))
+                        tx_rows += 1
+                per_table[name][kind] += tx_rows - before
+                self.tables_with_rows.add(qname)
+                if first is None:
+                    first = (ev.file, ev.pos, ev.timestamp)
+                last = (ev.file, ev.pos, ev.timestamp)
+                if tx_rows - before and n_events % 4096 == 0:
+                    now = time.monotonic()
+                    if now - last_log >= self.progress_seconds:
+                        last_log = now
+                        done = summary.rows + tx_rows
+                        self.log(f"progress: {n_events:,} events, {done:,} rows, "
+                                 f"{done / max(now - self._t0, 1e-9):,.0f} rows/s, at {ev.file}:{ev.pos}")
+                continue
+            if t == F.TABLE_MAP_EVENT:
+                tm = parse_table_map(ev.body, tm_post)
+                qname = (tm.schema, tm.table)
+                if not sel.wants_table(*qname):
+                    plans[tm.table_id] = None
+                    continue
+                self.tables_seen.add(qname)
+                if not tm.column_names:
+                    raise FlashbackError(f"{ev.file}:{ev.pos}: the table map of {tm.schema}.{tm.table} has no column "
+                                         "names: the binlog was written with binlog_row_metadata=MINIMAL; flashback "
+                                         "needs binlog_row_metadata=FULL to name columns safely")
+                shape = tm.raw[6:]
+                codec = codecs.get(shape)
+                if codec is None:
+                    codec = codecs[shape] = RowCodec(tm)
+                pk = tm.primary_key
+                name = f"{tm.schema}.{tm.table}"
+                per_table.setdefault(name, Counter())
+                plans[tm.table_id] = (codec, TableSQL(tm.schema, tm.table, tm.column_names, pk),
+                                      frozenset(pk) if pk else None, name, qname)
+                continue
+            if t == F.GTID_EVENT:
+                close_tx()
+                g = parse_gtid(ev.body, ev.server_id)
+                gtid = Gtid(g.domain, g.server_id, g.seq_no)
+                tx_where = f"{ev.file}:{ev.pos} ({_utc(ev.timestamp)} UTC)"
+                tx_selected = sel.wants_gtid(gtid) and (
+                    not timed or sel.wants_time(datetime.fromtimestamp(ev.timestamp, timezone.utc)))
+                if self._first_event is None:
+                    self._first_event = (ev.file, ev.timestamp)
+                self._last_event = (ev.file, ev.timestamp)
+                continue
+            if t == F.XID_EVENT:
+                close_tx()
+                continue
+            if t == F.QUERY_EVENT:
+                q = parse_query(ev.body)
+                what = classify(q.statement)
+                if what == "transaction":
+                    head = q.statement.lstrip()[:8].upper()
+                    if head.startswith(("COMMIT", "ROLLBACK")):
+                        close_tx()
+                    elif head.startswith("BEGIN") and gtid is None:  # a binlog without GTID events
+                        tx_where = f"{ev.file}:{ev.pos} ({_utc(ev.timestamp)} UTC)"
+                        tx_selected = not timed or sel.wants_time(datetime.fromtimestamp(ev.timestamp, timezone.utc))
+                    continue
+                if not tx_selected or (positioned and (
+                        (start_pos is not None and Position(ev.file, ev.pos) < start_pos)
+                        or (stop_pos is not None and Position(ev.file, ev.pos) >= stop_pos))):
+                    continue
+                touched = touched_tables(q.statement, q.schema or None)
+                if what == "dml":
+                    if any(sel.wants_table(s or "", tb) for s, tb in touched) or not touched:
+                        raise FlashbackError(f"{ev.file}:{ev.pos}: a statement-based row change ({q.statement[:160]!r}): "
+                                             "the binlog is not in ROW format here; flashback needs binlog_format=ROW")
+                    continue
+                self.ddl.append((f"{ev.file}:{ev.pos} ({_utc(ev.timestamp)} UTC)", q.statement, touched))
+                continue
+            if t == F.FORMAT_DESCRIPTION_EVENT:
+                fde = parse_format_description(ev.body)
+                rows_post = fde.post_header_len(F.WRITE_ROWS_EVENT_V1)
+                tm_post = fde.post_header_len(F.TABLE_MAP_EVENT) or 8
+                plans.clear()
+                continue
+        close_tx()
+        summary.events += n_events
+        if first:
+            summary.first = f"{first[0]}:{first[1]} ({_utc(first[2])} UTC)"
+            summary.last = f"{last[0]}:{last[1]} ({_utc(last[2])} UTC)"
+
+    # -- after the loop ------------------------------------------------------------------------
+    def check(self) -> None:
+        """Refuse what cannot be flashed back correctly (after reading, before writing)."""
+        sel = self.sel
+        for where, stmt, touched in self.ddl:
+            hit = sorted(f"{s}.{t}" for s, t in touched
+                         if (t == "*" and any(s2 == s for s2, _ in self.tables_with_rows))
+                         or (s, t) in self.tables_with_rows
+                         or (t != "*" and s is not None and sel.tables and sel.wants_table(s, t)))
+            if hit:
+                raise FlashbackError(f"a DDL on {', '.join(hit)} falls inside the window at {where}: "
+                                     f"{stmt[:200]!r}. Inverse statements across a change of table shape would be "
+                                     "wrong: end the window before it (--stop-position/--stop-datetime) or start after it")
+        missing = sorted(f"{d}.{t}" if d else t for d, t in sel.tables
+                         if not any(t == t2 and (d is None or d == d2) for d2, t2 in self.tables_seen))
+        if missing:
+            seen = ", ".join(sorted(f"{d}.{t}" for d, t in self.tables_seen)[:20]) or "none"
+            raise FlashbackError(f"table(s) {', '.join(missing)} not found in the binlog window "
+                                 f"(tables seen: {seen}): check the names and the window")
+        first = self._first_event
+        if first and sel.start_time and datetime.fromtimestamp(first[1], timezone.utc) > sel.start_time \
+                and self.summary.source.startswith("archive"):
+            raise FlashbackError(f"the window starts at {sel.start_time:%Y-%m-%d %H:%M:%S} UTC but the binlogs read "
+                                 f"start at {_utc(first[1])} UTC ({first[0]}): changes in between are not in these "
+                                 "files; add the earlier binlogs or start the window later")
+
+    def write(self, path: str) -> Summary:
+        """Check, then write the script (atomically: a temp file renamed into place)."""
+        self.check()
+        s = self.summary
+        if self._first_event:
+            s.covered = (f"{self._first_event[0]} ({_utc(self._first_event[1])} UTC) .. "
+                         f"{self._last_event[0]} ({_utc(self._last_event[1])} UTC)")
+        tmp = f"{path}.tmp"
+        with open(tmp, "wb") as out:
+            out.write(s.header().encode("utf-8"))
+            out.write(SESSION.encode())
+            self.spool.write_reversed(out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+        s.seconds = time.monotonic() - self._t0
+        s.output = path
+        return s
+
+    def close(self) -> None:
+        self.spool.close()
+
+
+def generate_from_files(files: list[str], selection: Selection, output_path: str, spool_dir: str | None = None,
+                        log: Callable[[str], None] | None = None, progress_seconds: float = 10.0) -> Summary:
+    """Flashback from archived binlog files (no server needed)."""
+    from mysqlbackup.binlog.reader import iter_events
+    if not files:
+        raise FlashbackError("no binlog files given")
+    files = sorted(files, key=lambda p: os.path.basename(p))
+    start = (selection.start_position.file, 4) if selection.start_position else None
+    names = [os.path.basename(f) for f in files]
+    for pos, what in ((selection.start_position, "start"), (selection.stop_position, "stop")):
+        if pos is not None and pos.file not in names:
+            raise FlashbackError(f"the {what} position {pos} is outside the binlogs given ({names[0]} .. {names[-1]})")
+    fb = Flashback(selection, f"archive {os.path.dirname(files[0]) or '.'} ({names[0]} .. {names[-1]})",
+                   spool_dir, log, progress_seconds)
+    try:
+        if start:
+            files = [f for f in files if os.path.basename(f) >= start[0]]
+        fb.feed(iter_events(files))
+        return fb.write(output_path)
+    finally:
+        fb.close()
+
+
+def main(args, selection: Selection, log: Callable[[str], None]) -> int:
+    """The CLI's generate command."""
+    import glob
+    files = list(args.binlog or [])
+    if args.binlog_dir:
+        files += [p for p in glob.glob(os.path.join(args.binlog_dir, "*.[0-9][0-9][0-9][0-9][0-9][0-9]"))]
+    if not files:
+        raise FlashbackError("give archived binlogs (--binlog-dir or --binlog); reading a live server is not "
+                             "wired into this command yet")
+    summary = generate_from_files(files, selection, args.output, args.tmpdir, log, args.progress_seconds)
+    log(f"wrote {summary.output}: {summary.rows} rows in {summary.transactions} transactions "
+        f"({summary.seconds:.1f} s, {summary.rows / max(summary.seconds, 1e-9):,.0f} rows/s)")
+    for name in sorted(summary.per_table):
+        counts = summary.per_table[name]
+        if sum(counts.values()):
+            log(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    if getattr(args, "apply", False):
+        import pymysql
+
+        from mysqlbackup.flashback.apply import ApplyStopped, apply_script
+        from mysqlbackup.flashback.cli import connection_args
+        from functools import partial
+        try:
+            with open(summary.output, encoding="utf-8") as f:
+                report = apply_script(f, partial(pymysql.connect, **connection_args(args, "target_")), log=log)
+        except ApplyStopped as exc:
+            log(f"STOPPED: {exc}")
+            return 3
+        log(f"applied {report.transactions} transactions, {report.statements} statements")
+    return 0
