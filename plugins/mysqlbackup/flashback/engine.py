@@ -336,16 +336,79 @@ def generate_from_files(files: list[str], selection: Selection, output_path: str
         fb.close()
 
 
+def generate_from_live(connect_kwargs: dict, selection: Selection, output_path: str, spool_dir: str | None = None,
+                       log: Callable[[str], None] | None = None, progress_seconds: float = 10.0,
+                       server_id: int | None = None) -> Summary:
+    """Flashback reading a live server as a replication client (needs REPLICATION SLAVE).
+
+    The binlog is read from the start position (or the oldest binlog the server still has) up to
+    where the server's binlog was when the run started; the same events as the archived files
+    give the same SQL.
+    """
+    import random
+
+    import pymysql
+
+    from mysqlbackup.binlog.live import LiveReader
+    log = log or (lambda _m: None)
+    conn = pymysql.connect(**connect_kwargs)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT @@log_bin, @@binlog_format, @@binlog_row_image, "
+                        "IFNULL(@@binlog_row_metadata, 'FULL')")
+            log_bin, fmt, image, metadata = cur.fetchone()
+            if not int(log_bin):
+                raise FlashbackError("the server has no binlog (log_bin=OFF): nothing to flash back")
+            for name, value, want in (("binlog_format", fmt, "ROW"), ("binlog_row_image", image, "FULL"),
+                                      ("binlog_row_metadata", metadata, "FULL")):
+                if str(value).upper() != want:
+                    log(f"warning: the server's {name} is {value} now; flashback needs {want} for the events in "
+                        "the window (each event is checked)")
+            cur.execute("SHOW BINARY LOGS")
+            files = [r[0] for r in cur.fetchall()]
+            cur.execute("SHOW MASTER STATUS")
+            end_file, end_pos = cur.fetchone()[:2]
+    finally:
+        conn.close()
+    start = selection.start_position
+    if start is not None and start.file not in files:
+        raise FlashbackError(f"the start position {start} is outside the binlogs the server still has "
+                             f"({files[0]} .. {files[-1]}): use the binlog archive for older changes")
+    stop = selection.stop_position
+    if stop is not None and stop.file not in files:
+        raise FlashbackError(f"the stop position {stop} is outside the server's binlogs ({files[0]} .. {files[-1]})")
+    stop_at = (stop.file, stop.pos) if stop else (end_file, end_pos)
+    where = connect_kwargs.get("unix_socket") or f"{connect_kwargs.get('host')}:{connect_kwargs.get('port')}"
+    fb = Flashback(selection, f"live server {where} ({start.file if start else files[0]} .. {stop_at[0]})",
+                   spool_dir, log, progress_seconds)
+    try:
+        reader = LiveReader(connect_kwargs.get("host", "127.0.0.1"), int(connect_kwargs.get("port", 3306)),
+                            connect_kwargs["user"], connect_kwargs.get("password", ""),
+                            server_id or random.randint(1 << 30, (1 << 31) - 1),
+                            start.file if start else files[0], 4, stop_at,
+                            unix_socket=connect_kwargs.get("unix_socket"))
+        with reader:
+            fb.feed(reader)
+        return fb.write(output_path)
+    finally:
+        fb.close()
+
+
 def main(args, selection: Selection, log: Callable[[str], None]) -> int:
     """The CLI's generate command."""
     import glob
     files = list(args.binlog or [])
     if args.binlog_dir:
         files += [p for p in glob.glob(os.path.join(args.binlog_dir, "*.[0-9][0-9][0-9][0-9][0-9][0-9]"))]
-    if not files:
-        raise FlashbackError("give archived binlogs (--binlog-dir or --binlog); reading a live server is not "
-                             "wired into this command yet")
-    summary = generate_from_files(files, selection, args.output, args.tmpdir, log, args.progress_seconds)
+    if files:
+        summary = generate_from_files(files, selection, args.output, args.tmpdir, log, args.progress_seconds)
+    elif args.host or args.socket or args.defaults_file:
+        from mysqlbackup.flashback.cli import connection_args
+        summary = generate_from_live(connection_args(args), selection, args.output, args.tmpdir, log,
+                                     args.progress_seconds, args.server_id)
+    else:
+        raise FlashbackError("no source: give archived binlogs (--binlog-dir or --binlog) or a live server "
+                             "(--host/--port, --socket or --defaults-file)")
     log(f"wrote {summary.output}: {summary.rows} rows in {summary.transactions} transactions "
         f"({summary.seconds:.1f} s, {summary.rows / max(summary.seconds, 1e-9):,.0f} rows/s)")
     for name in sorted(summary.per_table):
@@ -356,8 +419,9 @@ def main(args, selection: Selection, log: Callable[[str], None]) -> int:
         import pymysql
 
         from mysqlbackup.flashback.apply import ApplyStopped, apply_script
-        from mysqlbackup.flashback.cli import connection_args
         from functools import partial
+
+        from mysqlbackup.flashback.cli import connection_args
         try:
             with open(summary.output, encoding="utf-8") as f:
                 report = apply_script(f, partial(pymysql.connect, **connection_args(args, "target_")), log=log)
