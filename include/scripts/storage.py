@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -363,6 +364,9 @@ def cmd_commit(args) -> dict:
     return {"path": path, "replaced": replaced}
 
 
+LABEL_RE = re.compile(r"^[0-9]{8}-[0-9]{6}F(?:_[0-9]{8}-[0-9]{6}I)?$")
+
+
 def cmd_list(args) -> dict:
     base = hostkit.check_path(args.dir)
     if args.instance is not None:
@@ -379,7 +383,8 @@ def cmd_list(args) -> dict:
         idir = os.path.join(base, inst)
         if not os.path.isdir(idir):
             continue
-        for label in sorted(n for n in os.listdir(idir) if not n.startswith(".")):
+        # only backup labels: other directories (e.g. <instance>/flashback) are not backups
+        for label in sorted(n for n in os.listdir(idir) if LABEL_RE.match(n)):
             ldir = os.path.join(idir, label)
             if not os.path.isdir(ldir):
                 continue

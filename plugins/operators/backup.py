@@ -19,7 +19,7 @@ from hooks.openssh import OpenSSHHook
 from mysqlbackup import planner
 from mysqlbackup.catalog import Catalog
 from mysqlbackup.cmdb import Instance
-from mysqlbackup.labels import FULL, new_label
+from mysqlbackup.labels import FULL, is_label, new_label
 from mysqlbackup.manifest import MANIFEST_VERSION, Manifest, to_json
 from mysqlbackup.remote import SCRIPTS_MISSING, Pipeline, ScriptBundle, StepResult
 
@@ -302,6 +302,8 @@ class FullBackupOperator(HostScriptOperator):
                                                     "--instance", self.instance.name))], timeout=600)[0]
         raise_for(step, "listing earlier backups")
         for label_dir in step.result.get("incomplete") or []:
+            if not is_label(label_dir.rstrip("/").rsplit("/", 1)[-1]):
+                continue  # never anything but an unfinished backup
             self.log.warning("discarding %s: an earlier backup that never finished (no manifest)", label_dir)
             self._discard(label_dir)
 

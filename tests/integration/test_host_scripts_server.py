@@ -194,7 +194,7 @@ def test_pipeline_verify_commit_restore(fresh_sandbox, tmp_path):
     source_gtid = sb.source.sql("SELECT @@gtid_binlog_pos")[0][0]
 
     base = tmp_path / "storage"
-    label = base / "sandbox_replica" / "20261124-234000"
+    label = base / "sandbox_replica" / "20261124-234000F"
     artifact = "backup.xbstream.zst"
     db_rc, db_err, st_rc, st_err = pipeline(
         [PY, DBHOST, "backup", "--flavor", "mariadb", "--socket", sb.replica.socket, "--parallel", "2",
@@ -244,17 +244,17 @@ def test_pipeline_verify_commit_restore(fresh_sandbox, tmp_path):
     assert code == 0, err
     assert cres["path"] == str(label / "manifest.json")
     assert json.loads((label / "manifest.json").read_text()) == manifest
-    (base / "sandbox_replica" / "20261125-000000").mkdir()
+    (base / "sandbox_replica" / "20261125-000000F").mkdir()
     code, out, err, lres = run(STORAGE, "list", "--dir", str(base))
     assert code == 0 and lres["count"] == 1
-    assert lres["incomplete"] == [str(base / "sandbox_replica" / "20261125-000000")]
+    assert lres["incomplete"] == [str(base / "sandbox_replica" / "20261125-000000F")]
     lines = [json.loads(x) for x in out.decode().splitlines()]
     assert lines[0]["path"] == str(label / "manifest.json") and json.loads(lines[0]["manifest"]) == manifest
     code, out, err, lres = run(STORAGE, "list", "--dir", str(base), "--instance", "other")
     assert code == 0 and lres["count"] == 0 and out == b""
     code, _, err, dres = run(STORAGE, "discard", "--dir", str(label))
     assert code == 3 and path.exists() and (label / "manifest.json").exists()
-    code, _, err, dres = run(STORAGE, "discard", "--dir", str(base / "sandbox_replica" / "20261125-000000"))
+    code, _, err, dres = run(STORAGE, "discard", "--dir", str(base / "sandbox_replica" / "20261125-000000F"))
     assert code == 0 and dres["removed"] is True
 
     # restore proof: the prepared copy is a valid datadir
@@ -297,7 +297,7 @@ def test_pipeline_verify_commit_restore(fresh_sandbox, tmp_path):
 
 def test_backup_over_ssh(sandbox, tmp_path):
     ssh = sandbox.sshd.ssh_argv()
-    label = tmp_path / "remote" / "20261124-235900"
+    label = tmp_path / "remote" / "20261124-235900F"
     db_cmd = " ".join(shlex.quote(a) for a in [
         "python3", DBHOST, "backup", "--flavor", "mariadb", "--host", "127.0.0.1",
         "--port", str(sandbox.source.port), "--parallel", "2", "--compress", "gzip"])
@@ -322,7 +322,7 @@ def test_backup_over_ssh(sandbox, tmp_path):
 
 def test_cut_stream_leaves_nothing_after_discard(sandbox, tmp_path):
     """SIGTERM the backup mid-stream: children die, PARTIAL, and discard removes what landed."""
-    label = tmp_path / "cut" / "20261124-230000"
+    label = tmp_path / "cut" / "20261124-230000F"
     work = tmp_path / "work"
     work.mkdir()
     db = subprocess.Popen([PY, DBHOST, "backup", "--flavor", "mariadb", "--socket", sandbox.source.socket,
@@ -393,7 +393,7 @@ def test_receive_interrupted_removes_partial(tmp_path):
 
 
 def test_backup_wrong_password_fails_cleanly(sandbox, tmp_path):
-    label = tmp_path / "bad" / "20261124-220000"
+    label = tmp_path / "bad" / "20261124-220000F"
     db_rc, db_err, st_rc, st_err = pipeline(
         [PY, DBHOST, "backup", "--flavor", "mariadb", "--socket", sandbox.source.socket, "--parallel", "1",
          "--compress", "none"],

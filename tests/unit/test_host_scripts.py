@@ -262,7 +262,7 @@ def test_help_documents_every_parameter():
 
 
 def test_storage_receive_commit_list_discard_locally(tmp_path):
-    label = tmp_path / "inst" / "20261124-234000"
+    label = tmp_path / "inst" / "20261124-234000F"
     code, _, _, res = run_script("storage.py", "receive", "--dir", str(label), "--artifact", "backup.xbstream",
                                  stdin=b"")
     assert code == hostkit.PRECONDITION and "empty stream" in res["error"]
@@ -278,14 +278,15 @@ def test_storage_receive_commit_list_discard_locally(tmp_path):
     code, _, _, res = run_script("storage.py", "commit", "--dir", str(label),
                                  stdin=json.dumps({"label": label.name, "artifact": "missing.zst"}).encode())
     assert code == hostkit.PRECONDITION
-    (tmp_path / "inst" / "20261124-000000").mkdir()
+    (tmp_path / "inst" / "20261124-000000F").mkdir()
+    (tmp_path / "inst" / "flashback" / "20261124-120000").mkdir(parents=True)  # not a backup: never listed
     (tmp_path / ".scratch" / "inst-20261124-000000").mkdir(parents=True)  # verify's scratch: not listed
     code, _, _, res = run_script("storage.py", "commit", "--dir", str(label),
                                  stdin=json.dumps({"label": label.name, "artifact": "backup.xbstream"}).encode())
     assert code == 0 and (label / "manifest.json").exists() and not (label / "manifest.json.tmp").exists()
     code, out, _, res = run_script("storage.py", "list", "--dir", str(tmp_path))
     assert code == 0 and res["count"] == 1
-    assert res["incomplete"] == [str(tmp_path / "inst" / "20261124-000000")]
+    assert res["incomplete"] == [str(tmp_path / "inst" / "20261124-000000F")]
     line = json.loads(out.splitlines()[0])
     assert json.loads(line["manifest"])["label"] == label.name
     code, _, _, res = run_script("storage.py", "receive", "--dir", str(label), "--artifact", "again",
@@ -295,7 +296,7 @@ def test_storage_receive_commit_list_discard_locally(tmp_path):
     assert code == hostkit.PRECONDITION and label.exists()
     code, _, _, res = run_script("storage.py", "discard", "--dir", str(tmp_path / "inst"))
     assert code == hostkit.PRECONDITION and label.exists()
-    code, _, _, res = run_script("storage.py", "discard", "--dir", str(tmp_path / "inst" / "20261124-000000"))
+    code, _, _, res = run_script("storage.py", "discard", "--dir", str(tmp_path / "inst" / "20261124-000000F"))
     assert code == 0 and res["removed"] is True
     code, _, _, res = run_script("storage.py", "discard", "--dir", str(tmp_path / "inst" / "nope"))
     assert code == 0 and res["removed"] is False
