@@ -103,6 +103,47 @@ def rebuild_dag(cmdb: Cmdb) -> DAG:
     return dag
 
 
+FLASHBACK_DAG_ID = "mysql_flashback"
+_POSITION = r"^[A-Za-z0-9_.+-]+\.[0-9]{6,}:[0-9]+$"
+_GTID = r"^[0-9]+-[0-9]+-[0-9]+$"
+
+
+def flashback_dag(cmdb: Cmdb) -> DAG:
+    """Manual: the flashback of a binlog window of one instance, reviewed before it is applied."""
+    from airflow.sdk import Param
+
+    from operators.flashback import BinlogFlashbackOperator
+    names = [i.name for i in cmdb.instances]
+    opt_str = {"type": ["null", "string"]}
+    params = {
+        "instance": Param(names[0] if names else "", type="string", **({"enum": names} if names else {}),
+                          description="the CMDB instance whose binlog to read"),
+        "databases": Param([], type="array", items={"type": "string"}, description="only these databases (empty: all)"),
+        "tables": Param([], type="array", items={"type": "string"},
+                        description="only these tables: db.table or table; quote odd names: `my db`.`t 1`"),
+        "start_datetime": Param(None, **opt_str, format="date-time", description="window start (UTC unless an offset is given)"),
+        "stop_datetime": Param(None, **opt_str, format="date-time", description="window stop (exclusive)"),
+        "start_position": Param(None, type=["null", "string"], pattern=_POSITION, description="e.g. binlog.000012:4"),
+        "stop_position": Param(None, type=["null", "string"], pattern=_POSITION, description="exclusive"),
+        "start_gtid": Param(None, type=["null", "string"], pattern=_GTID, description="e.g. 0-1-4711 (inclusive)"),
+        "stop_gtid": Param(None, type=["null", "string"], pattern=_GTID, description="inclusive"),
+        "types": Param(["insert", "update", "delete"], type="array", minItems=1,
+                       items={"type": "string", "enum": ["insert", "update", "delete"]},
+                       description="statement types to undo"),
+        "apply": Param(False, type="boolean", description="apply the script after writing it (off: review first)"),
+        "apply_conn_id": Param("", type="string", description="connection of a user allowed to change the tables"),
+        "binlog_conn_id": Param("", type="string",
+                                description="connection used to read the binlog (default: the instance's mysql_conn_id; "
+                                            "needs REPLICATION SLAVE)"),
+    }
+    with DAG(dag_id=FLASHBACK_DAG_ID, schedule=None, catchup=False, max_active_runs=4, params=params,
+             tags=["mysql-backup", "flashback"], default_args={"owner": cmdb.platform_owner, "retries": 0},
+             doc_md="Undo row changes from the binlog: writes the inverse SQL next to the instance's backups for "
+                    "review, and applies it only when `apply` is true. See docs/flashback.md.") as dag:
+        BinlogFlashbackOperator(task_id="flashback", execution_timeout=timedelta(hours=6))
+    return dag
+
+
 def render_all(cmdb: Cmdb, only_dag_id: str | None = None) -> dict[str, DAG]:
     """Every DAG of this CMDB, in a stable order; only one when a task process asks for one.
 
@@ -126,6 +167,8 @@ def _render(cmdb: Cmdb, only_dag_id: str | None) -> dict[str, DAG]:
         dags[HEALTH_DAG_ID] = health_dag(cmdb)
     if only_dag_id in (None, REBUILD_DAG_ID):
         dags[REBUILD_DAG_ID] = rebuild_dag(cmdb)
+    if only_dag_id in (None, FLASHBACK_DAG_ID):
+        dags[FLASHBACK_DAG_ID] = flashback_dag(cmdb)
     for inst in cmdb.instances:
         dag_id = DAG_PREFIX + inst.name
         if only_dag_id is None or only_dag_id == dag_id:

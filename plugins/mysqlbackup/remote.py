@@ -187,17 +187,18 @@ class Pipeline:
     """
 
     def __init__(self, steps: Sequence[tuple[str, list[str]]], log: LogFn,
-                 stdin_data: bytes | None = None, capture_stdout: bool = True):
+                 stdin_data: bytes | None = None, capture_stdout: bool = True, stdin_path: str | None = None):
         self.steps = list(steps)
         self.log = log
         self.stdin_data = stdin_data
+        self.stdin_path = stdin_path  # a file streamed into the first process (never read into memory)
         self.capture_stdout = capture_stdout
         self.procs: list[subprocess.Popen] = []
 
     def run(self, timeout: float | None = None) -> list[StepResult]:
         tails: list[list[str]] = []
         threads = []
-        prev_stdout = None
+        prev_stdout = open(self.stdin_path, "rb") if self.stdin_path else None
         for i, (name, argv) in enumerate(self.steps):
             last = i == len(self.steps) - 1
             proc = subprocess.Popen(

@@ -108,9 +108,9 @@ class HostScriptOperator(BaseOperator):
         return argv
 
     def run_steps(self, steps: list[tuple[str, list[str]]], stdin: bytes | None = None,
-                  timeout: float | None = None) -> list[StepResult]:
+                  timeout: float | None = None, stdin_path: str | None = None) -> list[StepResult]:
         for attempt in (1, 2):
-            self._pipeline = Pipeline(steps, self._log_line, stdin_data=stdin)
+            self._pipeline = Pipeline(steps, self._log_line, stdin_data=stdin, stdin_path=stdin_path)
             try:
                 results = self._pipeline.run(timeout=timeout)
             finally:

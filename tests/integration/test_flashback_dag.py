@@ -1,0 +1,87 @@
+"""The mysql_flashback DAG with dag.test(run_conf=...): review first, apply on request."""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import yaml
+
+from test_flashback_e2e import DB, TABLES, checksums, master_pos, workload
+
+pytestmark = pytest.mark.server
+
+DAGS = Path(__file__).resolve().parents[2] / "dags"
+
+
+@pytest.fixture
+def env(fresh_sandbox, airflow_db, tmp_path, monkeypatch):
+    sb = fresh_sandbox
+    src = sb.source
+    conn = src.connect()
+    with conn.cursor() as cur:
+        cur.execute("SET SESSION sql_mode=''")
+        cur.execute(f"CREATE DATABASE `{DB}`")
+        for ddl in TABLES.values():
+            cur.execute(ddl)
+        cur.execute("CREATE USER 'fbadmin'@'127.0.0.1' IDENTIFIED BY 'Adm-1-x'")
+        cur.execute("GRANT ALL ON `fb db`.* TO 'fbadmin'@'127.0.0.1'")
+        cur.execute("GRANT REPLICATION SLAVE ON *.* TO 'backup'@'127.0.0.1'")  # reading the binlog
+    workload(conn, random.Random(3), 20)
+    cmdb = tmp_path / "cmdb.yaml"
+    doc = sb.cmdb()
+    doc["defaults"]["storage"]["base_dir"] = str(tmp_path / "storage")
+    cmdb.write_text(yaml.safe_dump(doc))
+    monkeypatch.setenv("MYSQL_BACKUP_CMDB", str(cmdb))
+    monkeypatch.setenv("MYSQL_BACKUP_CATALOG_URL", f"sqlite:///{tmp_path}/catalog.sqlite")
+    conns = dict(sb.connections())
+    conns["fb_admin"] = {"conn_type": "mysql", "host": "127.0.0.1", "port": src.port, "login": "fbadmin",
+                         "password": "Adm-1-x"}
+    for conn_id, c in conns.items():
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(c))
+    yield sb, conn, tmp_path
+    conn.close()
+
+
+def run(conf: dict):
+    from airflow.dag_processing.dagbag import BundleDagBag
+    bag = BundleDagBag(dag_folder=str(DAGS), bundle_path=str(DAGS), bundle_name="dags-folder")
+    assert bag.import_errors == {}
+    dag = bag.dags["mysql_flashback"]
+    assert dag.params.get_param("instance").schema.get("enum") == ["sandbox", "sandbox_replica"]
+    dr = dag.test(run_conf=conf)
+    [ti] = dr.get_task_instances()
+    return dr.state, ti
+
+
+def test_review_then_apply(env):
+    sb, conn, tmp = env
+    before = checksums(conn)
+    start = master_pos(conn)
+    workload(conn, random.Random(8), 40)
+    conf = {"instance": "sandbox", "databases": [DB], "start_position": f"{start[0]}:{start[1]}"}
+    state, ti = run(conf)
+    assert state == "success"
+    stored = list((tmp / "storage" / "sandbox" / "flashback").glob("*/flashback.sql"))
+    assert len(stored) == 1 and stored[0].read_text().startswith("-- mysql-flashback: inverse of")
+    assert checksums(conn) != before  # review only: nothing applied
+    state, ti = run({**conf, "apply": True, "apply_conn_id": "fb_admin"})
+    assert state == "success"
+    assert checksums(conn) == before
+
+
+@pytest.mark.parametrize("conf, message", [
+    ({"instance": "sandbox", "start_position": "binlog.000001:4", "stop_position": "binlog.000001:4"}, "empty position"),
+    ({"instance": "sandbox"}, "give the start of the window"),
+    ({"instance": "sandbox", "start_position": "binlog.000001:4", "apply": True}, "apply_conn_id is empty"),
+    ({"instance": "sandbox", "start_position": "binlog.000001:4", "tables": ["`fb db`.nope"]}, "not found in the binlog"),
+])
+def test_bad_requests_fail_clearly_and_apply_nothing(env, conf, message, capfd):
+    sb, conn, tmp = env
+    before = checksums(conn)
+    state, ti = run(conf)
+    assert state == "failed"
+    out, err = capfd.readouterr()
+    assert message in out + err, (out + err)[-3000:]
+    assert checksums(conn) == before
