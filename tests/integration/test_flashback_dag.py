@@ -85,3 +85,11 @@ def test_bad_requests_fail_clearly_and_apply_nothing(env, conf, message, capfd):
     out, err = capfd.readouterr()
     assert message in out + err, (out + err)[-3000:]
     assert checksums(conn) == before
+
+
+def test_unknown_instance_is_refused_by_the_trigger_form(env):
+    from airflow.sdk.exceptions import ParamValidationError
+    with pytest.raises(ParamValidationError, match="'nope' is not one of"):
+        run({"instance": "nope", "start_position": "binlog.000001:4"})
+    with pytest.raises(ParamValidationError, match="does not match"):
+        run({"instance": "sandbox", "start_position": "binlog.000001"})

@@ -266,3 +266,75 @@ def test_mariadb_binlog_flashback_oracle_reaches_the_same_state(server, tmp_path
     text = (tmp_path / "ours.sql").read_text()
     statements = sum(1 for line in text.splitlines() if line.startswith(("INSERT ", "UPDATE ", "DELETE ")))
     assert statements == ours.rows > 0
+
+
+def _gtid_now(conn) -> str:
+    with conn.cursor() as cur:
+        cur.execute("SELECT @@gtid_binlog_pos")
+        return cur.fetchone()[0]
+
+
+def test_time_gtid_and_type_windows(server, tmp_path):
+    """Only the middle stretch is undone, selected by time, by GTID or by type: the rest stays."""
+    import time as _time
+    from datetime import datetime, timedelta, timezone
+    src, conn, _ = server
+    workload(conn, random.Random(41), 10)            # before the window
+    _time.sleep(1.1)
+    t_start = datetime.now(timezone.utc).replace(microsecond=0)
+    g_first = None
+    with conn.cursor() as cur:
+        cur.execute("INSERT INTO `fb db`.`ünï` VALUES (901, 'w', 1.5)")
+        g_first = _gtid_now(conn)
+        cur.execute("DELETE FROM `fb db`.`ünï` WHERE a = 901")
+        cur.execute("INSERT INTO `fb db`.`ünï` VALUES (902, 'w', 2.5)")
+        cur.execute("UPDATE `fb db`.`ünï` SET v = 7 WHERE a = 902")
+    g_last = _gtid_now(conn)
+    _time.sleep(1.1)
+    t_stop = datetime.now(timezone.utc).replace(microsecond=0)
+    with conn.cursor() as cur:
+        cur.execute("INSERT INTO `fb db`.`ünï` VALUES (903, 'after', 3.5)")   # after the window
+
+    def run(**kw):
+        out = tmp_path / "w.sql"
+        s = generate_from_files(binlogs(src), Selection.parse(tables=["`fb db`.`ünï`"], **kw), str(out), str(tmp_path))
+        return s, out.read_text()
+
+    for kw in ({"start_time": t_start.isoformat(), "stop_time": (t_stop - timedelta(seconds=0)).isoformat()},
+               {"start_gtid": g_first, "stop_gtid": g_last}):
+        s, text = run(**kw)
+        counts = s.per_table["fb db.ünï"]
+        assert (counts["insert"], counts["delete"], counts["update"]) == (2, 1, 1), (kw, counts)
+        assert "903" not in text and "901" in text and "902" in text
+        # newest first: the undo of the UPDATE of 902 comes before the undo of its INSERT
+        assert text.index("UPDATE `fb db`.`ünï` SET") < text.index("DELETE FROM `fb db`.`ünï` WHERE `a`=902")
+    s, text = run(start_gtid=g_first, stop_gtid=g_last, types=["delete"])
+    assert dict(s.per_table["fb db.ünï"]) == {"delete": 1}
+    assert text.count("INSERT INTO `fb db`.`ünï`") == 1 and "DELETE FROM" not in text
+
+
+def test_partial_images_and_missing_metadata_are_refused(server, tmp_path):
+    src, conn, _ = server
+    start = master_pos(conn)
+    with conn.cursor() as cur:
+        cur.execute("SET SESSION binlog_row_image='MINIMAL'")
+        cur.execute("UPDATE `fb db`.`ünï` SET v = v + 1 WHERE a > 0 LIMIT 1")
+        cur.execute("INSERT INTO `fb db`.`ünï` VALUES (990, 'm', 1)")
+        cur.execute("SET SESSION binlog_row_image='FULL'")
+    with pytest.raises(FlashbackError, match="binlog_row_image"):
+        generate_from_files(binlogs(src), Selection.parse(start_position=f"{start[0]}:{start[1]}"),
+                            str(tmp_path / "u.sql"))
+    start = master_pos(conn)
+    with conn.cursor() as cur:
+        cur.execute("SET GLOBAL binlog_row_metadata='MINIMAL'")
+    try:
+        c2 = src.connect()
+        with c2.cursor() as cur:
+            cur.execute("INSERT INTO `fb db`.`ünï` VALUES (991, 'm', 1)")
+        c2.close()
+    finally:
+        with conn.cursor() as cur:
+            cur.execute("SET GLOBAL binlog_row_metadata='FULL'")
+    with pytest.raises(FlashbackError, match="binlog_row_metadata"):
+        generate_from_files(binlogs(src), Selection.parse(start_position=f"{start[0]}:{start[1]}"),
+                            str(tmp_path / "u.sql"))
