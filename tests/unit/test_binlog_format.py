@@ -4,7 +4,6 @@ from __future__ import annotations
 import struct
 
 import pytest
-
 from mysqlbackup.binlog import format as F
 from mysqlbackup.binlog.decode import RowCodec, decimal_size, decode_value, quote_text
 from mysqlbackup.binlog.events import read_packed_int, string_real_type

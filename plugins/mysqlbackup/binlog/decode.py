@@ -53,21 +53,21 @@ def decimal_size(precision: int, scale: int) -> int:
 
 def _old_datetime(x: int) -> str:
     d, t = divmod(x, 1000000)
-    return "'%04d-%02d-%02d %02d:%02d:%02d'" % (d // 10000, d // 100 % 100, d % 100,
+    return "'%04d-%02d-%02d %02d:%02d:%02d'" % (d // 10000, d // 100 % 100, d % 100,  # noqa: UP031
                                                 t // 10000, t // 100 % 100, t % 100)
 
 
 def _old_time(x: int) -> str:
     sg = "-" if x < 0 else ""
     x = abs(x)
-    return "'%s%02d:%02d:%02d'" % (sg, x // 10000, x // 100 % 100, x % 100)
+    return "'%s%02d:%02d:%02d'" % (sg, x // 10000, x // 100 % 100, x % 100)  # noqa: UP031
 
 
 def _timestamp_text(sec: int) -> str:
     if not sec:
         return "'0000-00-00 00:00:00"
     t = time.gmtime(sec)
-    return "'%04d-%02d-%02d %02d:%02d:%02d" % (t[0], t[1], t[2], t[3], t[4], t[5])
+    return "'%04d-%02d-%02d %02d:%02d:%02d" % (t[0], t[1], t[2], t[3], t[4], t[5])  # noqa: UP031
 
 
 _T8S = tuple(str(i - 256 if i > 127 else i) for i in range(256))
@@ -104,8 +104,21 @@ def _base_globals() -> dict:
 class _Col:
     """What the generator needs to know about one column (computed from the table map)."""
 
-    __slots__ = ("index", "type", "meta", "nullable", "signed", "charset", "size", "prefix",
-                 "members", "fsp", "precision", "scale", "padded")
+    __slots__ = (
+        "charset",
+        "fsp",
+        "index",
+        "members",
+        "meta",
+        "nullable",
+        "padded",
+        "precision",
+        "prefix",
+        "scale",
+        "signed",
+        "size",
+        "type",
+    )
 
     def __init__(self, tm: TableMap, i: int) -> None:
         self.index = i
@@ -311,7 +324,7 @@ class _Gen:
         return f" + '.%0{fsp}d' % {v}"
 
     def decimal(self, c: _Col, tgt: str, ind: int) -> None:
-        e = lambda s: self.emit(ind, s)  # noqa: E731
+        e = lambda s: self.emit(ind, s)
         prec, scale, n = c.precision, c.scale, c.size
         intg0, intg0x = divmod(prec - scale, 9)
         frac0, frac0x = divmod(scale, 9)
@@ -354,7 +367,7 @@ class _Gen:
 
     # -- variable-length values: p is flushed; lines advance p --
     def var_value(self, c: _Col, tgt: str | None, ind: int) -> None:
-        e = lambda s: self.emit(ind, s)  # noqa: E731
+        e = lambda s: self.emit(ind, s)
         k = c.prefix
         if k == 1:
             e("q = p + 1 + buf[p]")

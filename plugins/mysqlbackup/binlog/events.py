@@ -26,8 +26,14 @@ def read_packed_int(buf: bytes | memoryview, p: int) -> tuple[int, int]:
 
 
 class FormatDescription:
-    __slots__ = ("binlog_version", "server_version", "create_timestamp", "header_length",
-                 "post_header_lengths", "checksum_alg")
+    __slots__ = (
+        "binlog_version",
+        "checksum_alg",
+        "create_timestamp",
+        "header_length",
+        "post_header_lengths",
+        "server_version",
+    )
 
     def __init__(self, binlog_version: int, server_version: str, create_timestamp: int,
                  header_length: int, post_header_lengths: bytes, checksum_alg: int) -> None:
@@ -104,7 +110,7 @@ def parse_xid(body: bytes | memoryview) -> Xid:
 class Gtid:
     """MariaDB GTID event: begins an event group (transaction or standalone DDL)."""
 
-    __slots__ = ("domain", "server_id", "seq_no", "flags", "commit_id")
+    __slots__ = ("commit_id", "domain", "flags", "seq_no", "server_id")
 
     def __init__(self, domain: int, server_id: int, seq_no: int, flags: int,
                  commit_id: int | None) -> None:
@@ -145,7 +151,7 @@ def parse_gtid_list(body: bytes | memoryview) -> list[tuple[int, int, int]]:
 
 
 class Query:
-    __slots__ = ("thread_id", "exec_time", "error_code", "schema", "statement")
+    __slots__ = ("error_code", "exec_time", "schema", "statement", "thread_id")
 
     def __init__(self, thread_id: int, exec_time: int, error_code: int, schema: str,
                  statement: str) -> None:
@@ -191,10 +197,28 @@ class TableMap:
     ``real_types`` resolves STRING into ENUM/SET/STRING; ``max_lengths`` is the CHAR byte length.
     """
 
-    __slots__ = ("table_id", "flags", "schema", "table", "column_types", "column_meta",
-                 "nullable", "real_types", "max_lengths", "signed", "charsets", "column_names",
-                 "enum_values", "set_values", "geometry_types", "primary_key",
-                 "primary_key_prefixes", "visibility", "default_charset", "raw")
+    __slots__ = (
+        "charsets",
+        "column_meta",
+        "column_names",
+        "column_types",
+        "default_charset",
+        "enum_values",
+        "flags",
+        "geometry_types",
+        "max_lengths",
+        "nullable",
+        "primary_key",
+        "primary_key_prefixes",
+        "raw",
+        "real_types",
+        "schema",
+        "set_values",
+        "signed",
+        "table",
+        "table_id",
+        "visibility",
+    )
 
     table_id: int
     flags: int
@@ -221,7 +245,7 @@ class TableMap:
     def column_count(self) -> int:
         return len(self.column_types)
 
-    def same_shape(self, other: "TableMap") -> bool:
+    def same_shape(self, other: TableMap) -> bool:
         """True when both maps describe the same table the same way (body bytes after the id)."""
         return self.raw[6:] == other.raw[6:]
 
@@ -430,8 +454,16 @@ def _parse_optional_metadata(tm: TableMap, b: bytes, p: int, mariadb: bool) -> N
 # --- rows events ---------------------------------------------------------------------------
 
 class RowsEventHeader:
-    __slots__ = ("table_id", "flags", "kind", "column_count", "present_before", "present_after",
-                 "rows_offset", "type")
+    __slots__ = (
+        "column_count",
+        "flags",
+        "kind",
+        "present_after",
+        "present_before",
+        "rows_offset",
+        "table_id",
+        "type",
+    )
 
     def __init__(self, table_id: int, flags: int, kind: str, column_count: int,
                  present_before: bytes, present_after: bytes | None, rows_offset: int,

@@ -55,7 +55,7 @@ MARIADB_GTID_EVENT = GTID_EVENT
 
 EVENT_NAMES: dict[int, str] = {
     v: k for k, v in list(globals().items())
-    if k.endswith("_EVENT") or k.endswith("_EVENT_V1") or k.endswith("_EVENT_V2")
+    if k.endswith(("_EVENT", "_EVENT_V1", "_EVENT_V2"))
     if isinstance(v, int) and k != "MARIADB_GTID_EVENT"
 }
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Iterator
+from typing import Self
 
 import pymysql
 
@@ -70,9 +71,9 @@ class LiveReader:
                 f"from {self.start_file}:{self.start_pos}, stop={self.stop})")
 
     def _connect(self) -> pymysql.connections.Connection:
-        kw = dict(host=self.host, port=self.port, user=self.user, password=self._password,
-                  connect_timeout=self.connect_timeout, read_timeout=self.read_timeout,
-                  autocommit=True, charset="utf8mb4")
+        kw = {"host": self.host, "port": self.port, "user": self.user,
+              "password": self._password, "connect_timeout": self.connect_timeout,
+              "read_timeout": self.read_timeout, "autocommit": True, "charset": "utf8mb4"}
         if self.unix_socket:
             kw["unix_socket"] = self.unix_socket
         conn = pymysql.connect(**kw)
@@ -87,11 +88,11 @@ class LiveReader:
         if self._conn is not None:
             try:
                 self._conn.close()
-            except Exception:  # noqa: BLE001 - closing a dump connection mid-stream may fail
+            except Exception:  # noqa: BLE001, S110 - closing a dump connection mid-stream may fail
                 pass
             self._conn = None
 
-    def __enter__(self) -> "LiveReader":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -36,8 +36,17 @@ class BinlogError(Exception):
 class RawEvent:
     """One event: the common header fields and the body (no header, no checksum)."""
 
-    __slots__ = ("timestamp", "type", "server_id", "event_size", "log_pos", "flags", "file", "pos",
-                 "body")
+    __slots__ = (
+        "body",
+        "event_size",
+        "file",
+        "flags",
+        "log_pos",
+        "pos",
+        "server_id",
+        "timestamp",
+        "type",
+    )
 
     def __init__(self, timestamp: int, type: int, server_id: int, event_size: int, log_pos: int,
                  flags: int, file: str, pos: int, body: memoryview) -> None:

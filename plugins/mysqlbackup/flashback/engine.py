@@ -112,6 +112,7 @@ class Flashback:
         fulls: dict[int, bytes] = {}
         rows_post = None
         tm_post = 8
+        mariadb = True
         gtid: Gtid | None = None
         tx_where = ""
         tx_open = False
@@ -195,7 +196,7 @@ class Flashback:
                                  f"{done / max(now - self._t0, 1e-9):,.0f} rows/s, at {ev.file}:{ev.pos}")
                 continue
             if t == F.TABLE_MAP_EVENT:
-                tm = parse_table_map(ev.body, tm_post)
+                tm = parse_table_map(ev.body, tm_post, mariadb)
                 qname = (tm.schema, tm.table)
                 if not sel.wants_table(*qname):
                     plans[tm.table_id] = None
@@ -256,6 +257,7 @@ class Flashback:
                 fde = parse_format_description(ev.body)
                 rows_post = fde.post_header_len(F.WRITE_ROWS_EVENT_V1)
                 tm_post = fde.post_header_len(F.TABLE_MAP_EVENT) or 8
+                mariadb = fde.is_mariadb  # MariaDB and MySQL count optional-metadata columns differently
                 plans.clear()
                 continue
         close_tx()
