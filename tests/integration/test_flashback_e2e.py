@@ -338,3 +338,25 @@ def test_partial_images_and_missing_metadata_are_refused(server, tmp_path):
     with pytest.raises(FlashbackError, match="binlog_row_metadata"):
         generate_from_files(binlogs(src), Selection.parse(start_position=f"{start[0]}:{start[1]}"),
                             str(tmp_path / "u.sql"))
+
+
+def test_time_window_outside_the_binlogs_is_refused(server, tmp_path):
+    src, conn, _ = server
+    for kw, msg in (({"start_time": "2099-01-01 00:00:00"}, "after the last transaction"),
+                    ({"start_time": "2000-01-01 00:00:00", "stop_time": "2000-01-02 00:00:00"}, "before the first")):
+        with pytest.raises(FlashbackError, match=msg):
+            generate_from_files(binlogs(src), Selection.parse(**kw), str(tmp_path / "u.sql"))
+
+
+def test_progress_is_reported(server, tmp_path):
+    src, conn, _ = server
+    start = master_pos(conn)
+    with conn.cursor() as cur:  # 4,000 single-row transactions: about 20,000 events
+        cur.execute("BEGIN NOT ATOMIC FOR i IN 1..4000 DO "
+                    "INSERT INTO `fb db`.`no key` VALUES ('p', i, 0); END FOR; END")
+    lines: list[str] = []
+    s = generate_from_files(binlogs(src), Selection.parse(databases=[DB], start_position=f"{start[0]}:{start[1]}"),
+                            str(tmp_path / "u.sql"), str(tmp_path), log=lines.append, progress_seconds=0)
+    assert s.events > 16384
+    progress = [line for line in lines if line.startswith("progress:")]
+    assert progress and "events read" in progress[0] and "rows selected" in progress[0], lines

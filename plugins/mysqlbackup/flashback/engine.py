@@ -139,6 +139,13 @@ class Flashback:
 
         for ev in events:
             n_events += 1
+            if not n_events & 16383:  # progress, whatever the events are (a long scan with few matches too)
+                now = time.monotonic()
+                if now - last_log >= self.progress_seconds:
+                    last_log = now
+                    done = summary.rows + tx_rows
+                    self.log(f"progress: {n_events:,} events read, {done:,} rows selected, "
+                             f"{n_events / max(now - self._t0, 1e-9):,.0f} events/s, at {ev.file}:{ev.pos}")
             t = ev.type
             if t in _ROWS:
                 if not tx_selected:
@@ -187,13 +194,6 @@ class Flashback:
                 if first is None:
                     first = (ev.file, ev.pos, ev.timestamp)
                 last = (ev.file, ev.pos, ev.timestamp)
-                if tx_rows - before and n_events % 4096 == 0:
-                    now = time.monotonic()
-                    if now - last_log >= self.progress_seconds:
-                        last_log = now
-                        done = summary.rows + tx_rows
-                        self.log(f"progress: {n_events:,} events, {done:,} rows, "
-                                 f"{done / max(now - self._t0, 1e-9):,.0f} rows/s, at {ev.file}:{ev.pos}")
                 continue
             if t == F.TABLE_MAP_EVENT:
                 tm = parse_table_map(ev.body, tm_post, mariadb)
@@ -285,7 +285,15 @@ class Flashback:
             seen = ", ".join(sorted(f"{d}.{t}" for d, t in self.tables_seen)[:20]) or "none"
             raise FlashbackError(f"table(s) {', '.join(missing)} not found in the binlog window "
                                  f"(tables seen: {seen}): check the names and the window")
-        first = self._first_event
+        first, last = self._first_event, self._last_event
+        if last and sel.start_time and datetime.fromtimestamp(last[1], timezone.utc) < sel.start_time:
+            raise FlashbackError(f"the window starts at {sel.start_time:%Y-%m-%d %H:%M:%S} UTC, after the last "
+                                 f"transaction in the binlogs read ({_utc(last[1])} UTC, {last[0]}): the window is "
+                                 "outside these binlogs")
+        if first and sel.stop_time and datetime.fromtimestamp(first[1], timezone.utc) >= sel.stop_time:
+            raise FlashbackError(f"the window ends at {sel.stop_time:%Y-%m-%d %H:%M:%S} UTC, before the first "
+                                 f"transaction in the binlogs read ({_utc(first[1])} UTC, {first[0]}): the window is "
+                                 "outside these binlogs")
         if first and sel.start_time and datetime.fromtimestamp(first[1], timezone.utc) > sel.start_time \
                 and self.summary.source.startswith("archive"):
             raise FlashbackError(f"the window starts at {sel.start_time:%Y-%m-%d %H:%M:%S} UTC but the binlogs read "
