@@ -130,6 +130,9 @@ def flashback_dag(cmdb: Cmdb) -> DAG:
         "types": Param(["insert", "update", "delete"], type="array", minItems=1,
                        items={"type": "string", "enum": ["insert", "update", "delete"]},
                        description="statement types to undo"),
+        "where": Param("row", type="string", enum=["row", "key"],
+                       description="row: WHERE on the key plus the whole row image (a row changed since stops the "
+                                   "apply); key: primary key only (faster, overwrites later changes)"),
         "apply": Param(False, type="boolean", description="apply the script after writing it (off: review first)"),
         "apply_conn_id": Param("", type="string", description="connection of a user allowed to change the tables"),
         "binlog_conn_id": Param("", type="string",

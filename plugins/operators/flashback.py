@@ -72,7 +72,8 @@ class BinlogFlashbackOperator(HostScriptOperator):
         with tempfile.TemporaryDirectory(prefix="flashback-") as tmp:
             local = os.path.join(tmp, "flashback.sql")
             try:
-                summary = generate_from_live(source, sel, local, tmp, log=self.log.info)
+                summary = generate_from_live(source, sel, local, tmp, log=self.log.info,
+                                             where=str(p.get("where") or "row"))
             except FlashbackError as exc:
                 raise AirflowFailException(f"flashback of {inst.name} refused: {exc}") from exc
             self.log.info("%s", summary.header())

@@ -360,3 +360,27 @@ def test_progress_is_reported(server, tmp_path):
     assert s.events > 16384
     progress = [line for line in lines if line.startswith("progress:")]
     assert progress and "events read" in progress[0] and "rows selected" in progress[0], lines
+
+
+def test_a_row_changed_again_after_the_window_stops_the_apply(server, tmp_path):
+    """The default WHERE guards the whole row: a later change is reported, never overwritten."""
+    from mysqlbackup.flashback.apply import ApplyStopped
+    src, conn, _ = server
+    with conn.cursor() as cur:
+        cur.execute("INSERT INTO `fb db`.`ünï` VALUES (700, 'g', 1.0)")
+    start = master_pos(conn)
+    with conn.cursor() as cur:
+        cur.execute("UPDATE `fb db`.`ünï` SET v = 2.0 WHERE a = 700")   # the bad change
+    stop = master_pos(conn)
+    with conn.cursor() as cur:
+        cur.execute("UPDATE `fb db`.`ünï` SET v = 3.0 WHERE a = 700")   # someone changed it again since
+    sel = Selection.parse(start_position=f"{start[0]}:{start[1]}", stop_position=f"{stop[0]}:{stop[1]}")
+    connect = partial(pymysql.connect, unix_socket=src.socket, user="root", password="", charset="utf8mb4")
+    generate_from_files(binlogs(src), sel, str(tmp_path / "row.sql"), str(tmp_path))
+    with pytest.raises(ApplyStopped, match="matched no row"):
+        apply_script(io.StringIO((tmp_path / "row.sql").read_text()), connect, log=lambda _m: None)
+    assert src.sql("SELECT v FROM `fb db`.`ünï` WHERE a = 700")[0][0] == 3  # the later change is kept
+    # --where key: the key alone matches, and the later change is overwritten (the documented trade-off)
+    generate_from_files(binlogs(src), sel, str(tmp_path / "key.sql"), str(tmp_path), where="key")
+    apply_script(io.StringIO((tmp_path / "key.sql").read_text()), connect, log=lambda _m: None)
+    assert src.sql("SELECT v FROM `fb db`.`ünï` WHERE a = 700")[0][0] == 1

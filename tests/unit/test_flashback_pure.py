@@ -88,8 +88,15 @@ def test_identifiers_are_quoted():
     assert quote_ident("a`b") == "`a``b`" and quote_ident("order items") == "`order items`"
 
 
+def test_inverse_statements_guard_the_whole_row_by_default():
+    t = TableSQL("shop", "t", ["id", "qty", "note"], key=[0])
+    assert t.undo_insert(["7", "2", "NULL"]) == "DELETE FROM `shop`.`t` WHERE `id`=7 AND `qty`<=>2 AND `note`<=>NULL;"
+    assert (t.undo_update(["7", "2", "'a'"], ["7", "3", "'b'"])
+            == "UPDATE `shop`.`t` SET `id`=7, `qty`=2, `note`='a' WHERE `id`=7 AND `qty`<=>3 AND `note`<=>'b';")
+
+
 def test_inverse_statements_with_a_key():
-    t = TableSQL("shop", "order items", ["id", "qty", "note"], key=[0])
+    t = TableSQL("shop", "order items", ["id", "qty", "note"], key=[0], guard_row=False)
     assert t.undo_insert(["7", None, None]) == "DELETE FROM `shop`.`order items` WHERE `id`=7;"
     assert t.undo_delete(["7", "2", "NULL"]) == "INSERT INTO `shop`.`order items` (`id`, `qty`, `note`) VALUES (7, 2, NULL);"
     assert (t.undo_update(["7", "2", "'a'"], ["7", None, None])

@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"statement types to invert: {', '.join(STATEMENT_TYPES)} (default all)")
     out = g.add_argument_group("output")
     out.add_argument("--output", "-o", required=True, metavar="FILE", help="the SQL file to write")
+    out.add_argument("--where", choices=("row", "key"), default="row",
+                     help="row (default): WHERE on the primary key plus the whole row image, so a row changed "
+                          "again after the window matches nothing and apply stops there; key: primary key only "
+                          "(faster; a later change to the row is overwritten)")
     out.add_argument("--tmpdir", metavar="DIR", help="where the spool lives while generating (default $TMPDIR)")
     out.add_argument("--progress-seconds", type=float, default=10.0, help="progress line interval (default 10)")
     ap = g.add_argument_group("apply (off unless --apply)")

@@ -50,6 +50,7 @@ class Summary:
     covered: str = ""
     seconds: float = 0.0
     output: str = ""
+    where_note: str = ""
 
     def header(self) -> str:
         lines = [f"-- mysql-flashback: inverse of {self.rows} row changes in {self.transactions} transactions",
@@ -61,6 +62,7 @@ class Summary:
             counts = self.per_table[name]
             lines.append(f"--   {name}: " + ", ".join(f"{t} {counts[t]}" for t in ("insert", "update", "delete")
                                                     if counts.get(t)))
+        lines.append(f"-- WHERE: {self.where_note}")
         lines.append("-- newest transaction first, statements reversed within each; "
                      "apply with: mysql-flashback apply --file THIS_FILE")
         return "\n".join(lines) + "\n"
@@ -89,9 +91,16 @@ class Flashback:
     """Feed raw events (``feed``), then ``write(path)``; or use ``generate_from_files``."""
 
     def __init__(self, selection: Selection, source: str, spool_dir: str | None = None,
-                 log: Callable[[str], None] | None = None, progress_seconds: float = 10.0) -> None:
+                 log: Callable[[str], None] | None = None, progress_seconds: float = 10.0,
+                 where: str = "row") -> None:
+        if where not in ("row", "key"):
+            raise FlashbackError(f"where must be 'row' (key + whole row image: a row changed since is caught) or "
+                                 f"'key' (primary key only: faster, overwrites later changes), got {where!r}")
+        self.where = where
         self.sel = selection
-        self.summary = Summary(source=source, selection=selection.describe())
+        self.summary = Summary(source=source, selection=selection.describe(), where_note=(
+            "primary key and the whole row image (a row changed after the window matches nothing: apply stops)"
+            if where == "row" else "primary key only (a row changed after the window is overwritten)"))
         self.spool = Spool(spool_dir)
         self.log = log or (lambda _m: None)
         self.progress_seconds = progress_seconds
@@ -213,8 +222,9 @@ class Flashback:
                 pk = tm.primary_key
                 name = f"{tm.schema}.{tm.table}"
                 per_table.setdefault(name, Counter())
-                plans[tm.table_id] = (codec, TableSQL(tm.schema, tm.table, tm.column_names, pk),
-                                      frozenset(pk) if pk else None, name, qname)
+                key_only = self.where == "key" and pk
+                plans[tm.table_id] = (codec, TableSQL(tm.schema, tm.table, tm.column_names, pk, guard_row=not key_only),
+                                      frozenset(pk) if key_only else None, name, qname)
                 continue
             if t == F.GTID_EVENT:
                 close_tx()
@@ -324,7 +334,8 @@ class Flashback:
 
 
 def generate_from_files(files: list[str], selection: Selection, output_path: str, spool_dir: str | None = None,
-                        log: Callable[[str], None] | None = None, progress_seconds: float = 10.0) -> Summary:
+                        log: Callable[[str], None] | None = None, progress_seconds: float = 10.0,
+                        where: str = "row") -> Summary:
     """Flashback from archived binlog files (no server needed)."""
     from mysqlbackup.binlog.reader import iter_events
     if not files:
@@ -336,7 +347,7 @@ def generate_from_files(files: list[str], selection: Selection, output_path: str
         if pos is not None and pos.file not in names:
             raise FlashbackError(f"the {what} position {pos} is outside the binlogs given ({names[0]} .. {names[-1]})")
     fb = Flashback(selection, f"archive {os.path.dirname(files[0]) or '.'} ({names[0]} .. {names[-1]})",
-                   spool_dir, log, progress_seconds)
+                   spool_dir, log, progress_seconds, where)
     try:
         if start:
             files = [f for f in files if os.path.basename(f) >= start[0]]
@@ -348,7 +359,7 @@ def generate_from_files(files: list[str], selection: Selection, output_path: str
 
 def generate_from_live(connect_kwargs: dict, selection: Selection, output_path: str, spool_dir: str | None = None,
                        log: Callable[[str], None] | None = None, progress_seconds: float = 10.0,
-                       server_id: int | None = None) -> Summary:
+                       server_id: int | None = None, where: str = "row") -> Summary:
     """Flashback reading a live server as a replication client (needs REPLICATION SLAVE).
 
     The binlog is read from the start position (or the oldest binlog the server still has) up to
@@ -388,9 +399,9 @@ def generate_from_live(connect_kwargs: dict, selection: Selection, output_path: 
     if stop is not None and stop.file not in files:
         raise FlashbackError(f"the stop position {stop} is outside the server's binlogs ({files[0]} .. {files[-1]})")
     stop_at = (stop.file, stop.pos) if stop else (end_file, end_pos)
-    where = connect_kwargs.get("unix_socket") or f"{connect_kwargs.get('host')}:{connect_kwargs.get('port')}"
-    fb = Flashback(selection, f"live server {where} ({start.file if start else files[0]} .. {stop_at[0]})",
-                   spool_dir, log, progress_seconds)
+    server = connect_kwargs.get("unix_socket") or f"{connect_kwargs.get('host')}:{connect_kwargs.get('port')}"
+    fb = Flashback(selection, f"live server {server} ({start.file if start else files[0]} .. {stop_at[0]})",
+                   spool_dir, log, progress_seconds, where)
     try:
         reader = LiveReader(connect_kwargs.get("host", "127.0.0.1"), int(connect_kwargs.get("port", 3306)),
                             connect_kwargs["user"], connect_kwargs.get("password", ""),
@@ -411,11 +422,12 @@ def main(args, selection: Selection, log: Callable[[str], None]) -> int:
     if args.binlog_dir:
         files += [p for p in glob.glob(os.path.join(args.binlog_dir, "*.[0-9][0-9][0-9][0-9][0-9][0-9]"))]
     if files:
-        summary = generate_from_files(files, selection, args.output, args.tmpdir, log, args.progress_seconds)
+        summary = generate_from_files(files, selection, args.output, args.tmpdir, log, args.progress_seconds,
+                                      args.where)
     elif args.host or args.socket or args.defaults_file:
         from mysqlbackup.flashback.cli import connection_args
         summary = generate_from_live(connection_args(args), selection, args.output, args.tmpdir, log,
-                                     args.progress_seconds, args.server_id)
+                                     args.progress_seconds, args.server_id, args.where)
     else:
         raise FlashbackError("no source: give archived binlogs (--binlog-dir or --binlog) or a live server "
                              "(--host/--port, --socket or --defaults-file)")

@@ -17,21 +17,31 @@ def quote_ident(name: str) -> str:
 class TableSQL:
     """Statement builders for one table, with its quoted names computed once."""
 
-    __slots__ = ("target", "columns", "key", "_insert_head", "_col_list")
+    __slots__ = ("target", "columns", "key", "_insert_head", "_col_list", "guard_row", "_rest")
 
-    def __init__(self, schema: str, table: str, columns: Sequence[str], key: Sequence[int] | None) -> None:
+    def __init__(self, schema: str, table: str, columns: Sequence[str], key: Sequence[int] | None,
+                 guard_row: bool = True) -> None:
         if not columns:
             raise ValueError(f"{schema}.{table}: no column names (binlog_row_metadata=FULL is required)")
         self.target = f"{quote_ident(schema)}.{quote_ident(table)}"
         self.columns = [quote_ident(c) for c in columns]
         self.key = tuple(key) if key else None
+        # guard_row: besides the key, match the rest of the row image NULL-safely, so a row changed
+        # again after the window matches nothing and apply stops instead of overwriting that change
+        self.guard_row = guard_row
+        self._rest = tuple(i for i in range(len(columns)) if not self.key or i not in self.key)
         self._col_list = ", ".join(self.columns)
         self._insert_head = f"INSERT INTO {self.target} ({self._col_list}) VALUES ("
 
     def where(self, values: Sequence[str | None]) -> str:
         cols = self.columns
         if self.key:
-            return " AND ".join(f"{cols[i]}={values[i]}" for i in self.key)
+            cond = " AND ".join(f"{cols[i]}={values[i]}" for i in self.key)
+            if self.guard_row:
+                rest = " AND ".join(f"{cols[i]}<=>{values[i]}" for i in self._rest if values[i] is not None)
+                if rest:
+                    cond = f"{cond} AND {rest}"
+            return cond
         return " AND ".join(f"{c}<=>{v}" for c, v in zip(cols, values) if v is not None) + " LIMIT 1"
 
     def undo_insert(self, row: Sequence[str | None]) -> str:
