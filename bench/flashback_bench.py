@@ -102,7 +102,8 @@ def log(msg: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # the contenders that run in Python children (importable: `run_ours` is the engine's hook)
 
-def run_ours(binlog_files: list[str], start: str, stop: str, workdir: str) -> dict:
+def run_ours(binlog_files: list[str], start: str, stop: str, workdir: str, where: str = "row",
+             jobs: int | None = None) -> dict:
     """Our engine on local binlog files. ``start``/``stop`` are ``file:pos`` of the benchmark's
     window (informational: the files hold nothing else with row events, so the selection is open).
 
@@ -127,7 +128,7 @@ def run_ours(binlog_files: list[str], start: str, stop: str, workdir: str) -> di
     work.mkdir(parents=True, exist_ok=True)
     output = work / "ours.sql"
     summary = generate(files=list(binlog_files), selection=Selection(), output_path=str(output),
-                       spool_dir=str(work))
+                       spool_dir=str(work), where=where, jobs=jobs)
     seconds = time.perf_counter() - t0
     rows = summary["rows"] if isinstance(summary, Mapping) else summary.rows
     if isinstance(rows, Mapping):  # a per-table/per-type breakdown: total it
@@ -211,7 +212,8 @@ def run_plain(settings: dict, auto_position: str | None, server_id: int, stop_gt
 def child_main(kind: str, payload: str) -> int:
     args = json.loads(payload)
     if kind == "ours":
-        result = run_ours(args["files"], args["start"], args["stop"], args["workdir"])
+        result = run_ours(args["files"], args["start"], args["stop"], args["workdir"], args.get("where", "row"),
+                          args.get("jobs"))
     elif kind == "plain":
         result = run_plain(args["settings"], args["auto_position"], args["server_id"], args["stop_gtid"],
                            args.get("naive_sql"))
@@ -361,6 +363,9 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=50_000, help="rows per generating transaction")
     ap.add_argument("--only", metavar="NAME", help=f"run one contender: {', '.join(CONTENDERS)}")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (binlogs, outputs)")
+    ap.add_argument("--where", choices=("row", "key"), default="row",
+                    help="our WHERE mode: row (default: key + changed/whole row guarded) or key (primary key only)")
+    ap.add_argument("--jobs", type=int, default=None, help="our processes (default: the engine decides, 2 on 2 cores)")
     ap.add_argument("--timeout", type=float, default=900, help="seconds allowed per contender")
     ap.add_argument("--binlog-size", default="256M", help="max_binlog_size (small values spread the window "
                                                           "over several files)")
@@ -446,7 +451,8 @@ def main() -> int:
                 results[name] = r
             else:
                 payload = {"files": gen["files"], "start": f"{gen['start'][0]}:{gen['start'][1]}",
-                           "stop": f"{gen['stop'][0]}:{gen['stop'][1]}", "workdir": str(tmp / "ours")}
+                           "stop": f"{gen['stop'][0]}:{gen['stop'][1]}", "workdir": str(tmp / "ours"),
+                           "where": args.where, "jobs": args.jobs}
                 r = run_child("ours", payload, tmp, args.timeout)
                 if not r.get("available", True):
                     print(f"ours: not available yet ({r['reason']})", flush=True)

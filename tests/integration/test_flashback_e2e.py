@@ -384,3 +384,24 @@ def test_a_row_changed_again_after_the_window_stops_the_apply(server, tmp_path):
     generate_from_files(binlogs(src), sel, str(tmp_path / "key.sql"), str(tmp_path), where="key")
     apply_script(io.StringIO((tmp_path / "key.sql").read_text()), connect, log=lambda _m: None)
     assert src.sql("SELECT v FROM `fb db`.`ünï` WHERE a = 700")[0][0] == 1
+
+
+def test_two_processes_write_exactly_what_one_writes(server, tmp_path, monkeypatch):
+    from mysqlbackup.flashback import engine
+    src, conn, _ = server
+    start = master_pos(conn)
+    before = checksums(conn)
+    workload(conn, random.Random(77), 150)
+    sel = Selection.parse(databases=[DB], start_position=f"{start[0]}:{start[1]}")
+    one = generate_from_files(binlogs(src), sel, str(tmp_path / "one.sql"), str(tmp_path), jobs=1)
+    monkeypatch.setattr(engine, "PARALLEL_MIN_BYTES", 1)
+    logs: list[str] = []
+    two = generate_from_files(binlogs(src), sel, str(tmp_path / "two.sql"), str(tmp_path), jobs=2, log=logs.append)
+    assert any("2 processes" in line for line in logs), logs
+    assert (two.rows, two.transactions, two.per_table) == (one.rows, one.transactions, one.per_table)
+    assert (tmp_path / "two.sql").read_bytes() == (tmp_path / "one.sql").read_bytes()
+    assert not list(tmp_path.glob("*.part*"))
+    apply_script(io.StringIO((tmp_path / "two.sql").read_text()),
+                 partial(pymysql.connect, unix_socket=src.socket, user="root", password="", charset="utf8mb4"),
+                 log=lambda _m: None)
+    assert checksums(conn) == before

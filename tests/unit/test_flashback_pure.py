@@ -91,8 +91,12 @@ def test_identifiers_are_quoted():
 def test_inverse_statements_guard_the_whole_row_by_default():
     t = TableSQL("shop", "t", ["id", "qty", "note"], key=[0])
     assert t.undo_insert(["7", "2", "NULL"]) == "DELETE FROM `shop`.`t` WHERE `id`=7 AND `qty`<=>2 AND `note`<=>NULL;"
-    assert (t.undo_update(["7", "2", "'a'"], ["7", "3", "'b'"])
-            == "UPDATE `shop`.`t` SET `id`=7, `qty`=2, `note`='a' WHERE `id`=7 AND `qty`<=>3 AND `note`<=>'b';")
+    # only the changed columns are set back, and guarded: later changes to other columns are kept
+    assert (t.undo_update(["7", "2", "'a'"], ["7", "3", "'a'"])
+            == "UPDATE `shop`.`t` SET `qty`=2 WHERE `id`=7 AND `qty`<=>3;")
+    # a changed key is set back too, the row found by its new key
+    assert (t.undo_update(["7", "2", "NULL"], ["8", "2", "'x'"])
+            == "UPDATE `shop`.`t` SET `id`=7, `note`=NULL WHERE `id`=8 AND `note`<=>'x';")
 
 
 def test_inverse_statements_with_a_key():
@@ -107,7 +111,7 @@ def test_inverse_statements_without_a_key_match_every_column_null_safely():
     t = TableSQL("s", "t", ["a", "b"], key=None)
     assert t.undo_insert(["1", "NULL"]) == "DELETE FROM `s`.`t` WHERE `a`<=>1 AND `b`<=>NULL LIMIT 1;"
     assert (t.undo_update(["1", "2"], ["1", "3"])
-            == "UPDATE `s`.`t` SET `a`=1, `b`=2 WHERE `a`<=>1 AND `b`<=>3 LIMIT 1;")
+            == "UPDATE `s`.`t` SET `b`=2 WHERE `a`<=>1 AND `b`<=>3 LIMIT 1;")
     with pytest.raises(ValueError, match="binlog_row_metadata=FULL"):
         TableSQL("s", "t", [], key=None)
 

@@ -310,8 +310,9 @@ class Flashback:
                                  f"start at {_utc(first[1])} UTC ({first[0]}): changes in between are not in these "
                                  "files; add the earlier binlogs or start the window later")
 
-    def write(self, path: str) -> Summary:
-        """Check, then write the script (atomically: a temp file renamed into place)."""
+    def write(self, path: str, parts: list[str] | None = None) -> Summary:
+        """Check, then write the script (atomically: a temp file renamed into place). ``parts``:
+        already reversed scripts of other processes, newest first, written instead of the spool."""
         self.check()
         s = self.summary
         if self._first_event:
@@ -321,7 +322,18 @@ class Flashback:
         with open(tmp, "wb") as out:
             out.write(s.header().encode("utf-8"))
             out.write(SESSION.encode())
-            self.spool.write_reversed(out)
+            if parts is None:
+                self.spool.write_reversed(out)
+            else:
+                out.flush()
+                for part in parts:  # copied by the kernel (copy_file_range), not through Python
+                    with open(part, "rb") as f:
+                        left = os.fstat(f.fileno()).st_size
+                        while left > 0:
+                            n = os.copy_file_range(f.fileno(), out.fileno(), left)
+                            if n <= 0:
+                                raise OSError(f"copy_file_range stopped with {left} bytes of {part} left")
+                            left -= n
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
@@ -333,10 +345,126 @@ class Flashback:
         self.spool.close()
 
 
+PARALLEL_MIN_BYTES = 32 << 20  # below this, a second process costs more than it saves
+
+
+def find_gtid_boundary(path: str, offset: int) -> int | None:
+    """The position of the first GTID event at or after ``offset`` in one binlog file.
+
+    Walks event headers only (sizes), in large reads: a transaction boundary where a second
+    process can start (every MariaDB transaction carries its own table maps)."""
+    with open(path, "rb") as f:
+        f.seek(4)
+        pos = 4
+        buf = b""
+        base = 4
+        while True:
+            rel = pos - base
+            if rel + 19 > len(buf):
+                f.seek(pos)
+                buf = f.read(8 << 20)
+                base = pos
+                rel = 0
+                if len(buf) < 19:
+                    return None
+            size = int.from_bytes(buf[rel + 9:rel + 13], "little")
+            if size < 19:
+                return None
+            if pos >= offset and buf[rel + 4] == F.GTID_EVENT:
+                return pos
+            pos += size
+
+
+def _split_point(files: list[str], start: tuple[str, int] | None,
+                 stop: tuple[str, int] | None) -> tuple[str, int] | None:
+    """A GTID boundary near the middle of the byte range to read, or None."""
+    spans = []
+    names = [os.path.basename(f) for f in files]
+    for path, name in zip(files, names):
+        size = os.path.getsize(path)
+        lo = start[1] if start and name == start[0] else 4
+        hi = stop[1] if stop and name == stop[0] else size
+        if start and name < start[0] or stop and name > stop[0]:
+            continue
+        spans.append((path, name, lo, max(lo, hi)))
+    total = sum(hi - lo for _, _, lo, hi in spans)
+    if total < PARALLEL_MIN_BYTES:
+        return None
+    half = total // 2
+    for path, name, lo, hi in spans:
+        if half <= hi - lo:
+            pos = find_gtid_boundary(path, lo + half)
+            if pos is not None and pos < hi:
+                return name, pos
+            return None
+        half -= hi - lo
+    return None
+
+
+def _work(files: list[str], start, stop, selection: Selection, where: str, spool_dir: str | None,
+          part: str) -> dict:
+    """One process's share: invert [start, stop) and write it reversed (no header) to ``part``."""
+    from mysqlbackup.binlog.reader import iter_events
+    fb = Flashback(selection, "", spool_dir, None, 1e9, where)
+    try:
+        fb.feed(iter_events(files, start, stop))
+        with open(part, "wb") as out:
+            fb.spool.write_reversed(out)
+        s = fb.summary
+        return {"rows": s.rows, "transactions": s.transactions, "events": s.events,
+                "per_table": {k: dict(v) for k, v in s.per_table.items()}, "first": s.first, "last": s.last,
+                "tables_seen": fb.tables_seen, "tables_with_rows": fb.tables_with_rows, "ddl": fb.ddl,
+                "first_event": fb._first_event, "last_event": fb._last_event}
+    finally:
+        fb.close()
+
+
+def _generate_parallel(files, selection, output_path, spool_dir, log, where, split, source) -> Summary:
+    """Two processes, each inverting half the range; the newer half's script comes first."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    start = (selection.start_position.file, selection.start_position.pos) if selection.start_position else None
+    stop = (selection.stop_position.file, selection.stop_position.pos) if selection.stop_position else None
+    parts = [f"{output_path}.part{i}" for i in (1, 2)]
+    t0 = time.monotonic()
+    log(f"reading in 2 processes, split at {split[0]}:{split[1]}")
+    try:
+        with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
+            older = pool.submit(_work, files, start, split, selection, where, spool_dir, parts[0])
+            newer = pool.submit(_work, files, split, stop, selection, where, spool_dir, parts[1])
+            a, b = older.result(), newer.result()
+        fb = Flashback(selection, source, spool_dir, log, 1e9, where)
+        try:
+            s = fb.summary
+            for r in (a, b):
+                s.rows += r["rows"]
+                s.transactions += r["transactions"]
+                s.events += r["events"]
+                for name, counts in r["per_table"].items():
+                    s.per_table.setdefault(name, Counter()).update(counts)
+                fb.tables_seen |= r["tables_seen"]
+                fb.tables_with_rows |= r["tables_with_rows"]
+                fb.ddl += r["ddl"]
+            s.first = a["first"] or b["first"]
+            s.last = b["last"] or a["last"]
+            fb._first_event = a["first_event"] or b["first_event"]
+            fb._last_event = b["last_event"] or a["last_event"]
+            fb._t0 = t0
+            return fb.write(output_path, parts=[parts[1], parts[0]])
+        finally:
+            fb.close()
+    finally:
+        for part in parts:
+            if os.path.exists(part):
+                os.unlink(part)
+
+
 def generate_from_files(files: list[str], selection: Selection, output_path: str, spool_dir: str | None = None,
                         log: Callable[[str], None] | None = None, progress_seconds: float = 10.0,
-                        where: str = "row") -> Summary:
-    """Flashback from archived binlog files (no server needed)."""
+                        where: str = "row", jobs: int | None = None) -> Summary:
+    """Flashback from archived binlog files (no server needed).
+
+    ``jobs``: processes to use (default: 2 when there are 2 cores and enough data, else 1)."""
     from mysqlbackup.binlog.reader import iter_events
     if not files:
         raise FlashbackError("no binlog files given")
@@ -346,11 +474,20 @@ def generate_from_files(files: list[str], selection: Selection, output_path: str
     for pos, what in ((selection.start_position, "start"), (selection.stop_position, "stop")):
         if pos is not None and pos.file not in names:
             raise FlashbackError(f"the {what} position {pos} is outside the binlogs given ({names[0]} .. {names[-1]})")
-    fb = Flashback(selection, f"archive {os.path.dirname(files[0]) or '.'} ({names[0]} .. {names[-1]})",
-                   spool_dir, log, progress_seconds, where)
+    source = f"archive {os.path.dirname(files[0]) or '.'} ({names[0]} .. {names[-1]})"
+    if start:
+        files = [f for f in files if os.path.basename(f) >= start[0]]
+    if jobs is None:
+        jobs = 2 if (os.cpu_count() or 1) >= 2 else 1
+    if jobs > 1:
+        split = _split_point(files, (start[0], selection.start_position.pos) if start else None,
+                             (selection.stop_position.file, selection.stop_position.pos)
+                             if selection.stop_position else None)
+        if split is not None:
+            return _generate_parallel(files, selection, output_path, spool_dir, log or (lambda _m: None), where,
+                                      split, source)
+    fb = Flashback(selection, source, spool_dir, log, progress_seconds, where)
     try:
-        if start:
-            files = [f for f in files if os.path.basename(f) >= start[0]]
         fb.feed(iter_events(files))
         return fb.write(output_path)
     finally:

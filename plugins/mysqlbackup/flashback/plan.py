@@ -53,6 +53,21 @@ class TableSQL:
         return self._insert_head + ", ".join(v if v is not None else "DEFAULT" for v in row) + ");"
 
     def undo_update(self, before: Sequence[str | None], after: Sequence[str | None]) -> str:
-        """The inverse of an UPDATE: set every column back, finding the row by its after-image."""
-        sets = ", ".join(f"{c}={v}" for c, v in zip(self.columns, before) if v is not None)
-        return f"UPDATE {self.target} SET {sets} WHERE {self.where(after)};"
+        """The inverse of an UPDATE: set back the columns it changed, finding the row by its key.
+
+        With ``guard_row`` (and full images), only the changed columns are set back, and the WHERE
+        also requires them to still hold the values the update gave them: a row changed again
+        since matches nothing (apply stops), and later changes to other columns are kept.
+        """
+        cols = self.columns
+        if not self.guard_row:  # key-only mode: the after image holds just the key
+            sets = ", ".join(f"{c}={v}" for c, v in zip(cols, before) if v is not None)
+            return f"UPDATE {self.target} SET {sets} WHERE {self.where(after)};"
+        changed = [i for i, (b, a) in enumerate(zip(before, after)) if b != a] or list(range(len(cols)))
+        sets = ", ".join(f"{cols[i]}={before[i]}" for i in changed)
+        if self.key:
+            cond = " AND ".join([f"{cols[i]}={after[i]}" for i in self.key]
+                                + [f"{cols[i]}<=>{after[i]}" for i in changed if i not in self.key])
+        else:
+            cond = self.where(after)
+        return f"UPDATE {self.target} SET {sets} WHERE {cond};"
