@@ -17,7 +17,8 @@ def quote_ident(name: str) -> str:
 class TableSQL:
     """Statement builders for one table, with its quoted names computed once."""
 
-    __slots__ = ("target", "columns", "key", "_insert_head", "_col_list", "guard_row", "_rest")
+    __slots__ = ("target", "columns", "key", "_insert_head", "_col_list", "guard_row", "_rest", "_eq", "_ns",
+                 "_update_head", "_delete_head", "_keyset")
 
     def __init__(self, schema: str, table: str, columns: Sequence[str], key: Sequence[int] | None,
                  guard_row: bool = True) -> None:
@@ -32,21 +33,25 @@ class TableSQL:
         self._rest = tuple(i for i in range(len(columns)) if not self.key or i not in self.key)
         self._col_list = ", ".join(self.columns)
         self._insert_head = f"INSERT INTO {self.target} ({self._col_list}) VALUES ("
+        # per-column prefixes, built once: statements are then plain concatenations
+        self._eq = [f"{c}=" for c in self.columns]
+        self._ns = [f"{c}<=>" for c in self.columns]
+        self._update_head = f"UPDATE {self.target} SET "
+        self._delete_head = f"DELETE FROM {self.target} WHERE "
+        self._keyset = frozenset(self.key or ())
 
     def where(self, values: Sequence[str | None]) -> str:
-        cols = self.columns
+        eq, ns = self._eq, self._ns
         if self.key:
-            cond = " AND ".join(f"{cols[i]}={values[i]}" for i in self.key)
+            parts = [eq[i] + values[i] for i in self.key]
             if self.guard_row:
-                rest = " AND ".join(f"{cols[i]}<=>{values[i]}" for i in self._rest if values[i] is not None)
-                if rest:
-                    cond = f"{cond} AND {rest}"
-            return cond
-        return " AND ".join(f"{c}<=>{v}" for c, v in zip(cols, values) if v is not None) + " LIMIT 1"
+                parts += [ns[i] + values[i] for i in self._rest if values[i] is not None]
+            return " AND ".join(parts)
+        return " AND ".join([ns[i] + v for i, v in enumerate(values) if v is not None]) + " LIMIT 1"
 
     def undo_insert(self, row: Sequence[str | None]) -> str:
         """The inverse of an INSERT: delete that row."""
-        return f"DELETE FROM {self.target} WHERE {self.where(row)};"
+        return self._delete_head + self.where(row) + ";"
 
     def undo_delete(self, row: Sequence[str | None]) -> str:
         """The inverse of a DELETE: insert the row back, every column."""
@@ -59,15 +64,16 @@ class TableSQL:
         also requires them to still hold the values the update gave them: a row changed again
         since matches nothing (apply stops), and later changes to other columns are kept.
         """
-        cols = self.columns
+        eq, ns = self._eq, self._ns
         if not self.guard_row:  # key-only mode: the after image holds just the key
-            sets = ", ".join(f"{c}={v}" for c, v in zip(cols, before) if v is not None)
-            return f"UPDATE {self.target} SET {sets} WHERE {self.where(after)};"
-        changed = [i for i, (b, a) in enumerate(zip(before, after)) if b != a] or list(range(len(cols)))
-        sets = ", ".join(f"{cols[i]}={before[i]}" for i in changed)
+            sets = ", ".join([eq[i] + v for i, v in enumerate(before) if v is not None])
+            return self._update_head + sets + " WHERE " + self.where(after) + ";"
+        changed = [i for i, b in enumerate(before) if b != after[i]] or range(len(before))
+        sets = ", ".join([eq[i] + before[i] for i in changed])
         if self.key:
-            cond = " AND ".join([f"{cols[i]}={after[i]}" for i in self.key]
-                                + [f"{cols[i]}<=>{after[i]}" for i in changed if i not in self.key])
+            keyset = self._keyset
+            cond = " AND ".join([eq[i] + after[i] for i in self.key]
+                                + [ns[i] + after[i] for i in changed if i not in keyset])
         else:
             cond = self.where(after)
-        return f"UPDATE {self.target} SET {sets} WHERE {cond};"
+        return self._update_head + sets + " WHERE " + cond + ";"
