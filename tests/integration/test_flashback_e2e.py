@@ -405,3 +405,44 @@ def test_two_processes_write_exactly_what_one_writes(server, tmp_path, monkeypat
                  partial(pymysql.connect, unix_socket=src.socket, user="root", password="", charset="utf8mb4"),
                  log=lambda _m: None)
     assert checksums(conn) == before
+
+
+def test_generated_and_invisible_columns(server, tmp_path):
+    """Generated columns are never written back (the server computes them); invisible ones are."""
+    from mysqlbackup.flashback.apply import ApplyStopped
+    from mysqlbackup.flashback.engine import generate_from_live, generated_columns
+    src, conn, _ = server
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE `fb db`.gen (id INT PRIMARY KEY, a INT, v INT AS (a * 2) VIRTUAL, "
+                    "st INT AS (a + 1) STORED, inv INT INVISIBLE DEFAULT 5)")
+        cur.execute("INSERT INTO `fb db`.gen (id, a, inv) VALUES (1, 10, 6), (2, 20, 7)")
+    start = master_pos(conn)
+    before = src.sql("CHECKSUM TABLE `fb db`.gen EXTENDED")
+    with conn.cursor() as cur:
+        cur.execute("UPDATE `fb db`.gen SET a = a + 5, inv = inv + 1")
+        cur.execute("DELETE FROM `fb db`.gen WHERE id = 1")
+        cur.execute("INSERT INTO `fb db`.gen (id, a, inv) VALUES (3, 30, 8)")
+    stop = master_pos(conn)
+    sel = Selection.parse(tables=["`fb db`.gen"], start_position=f"{start[0]}:{start[1]}",
+                          stop_position=f"{stop[0]}:{stop[1]}")
+    connect = partial(pymysql.connect, unix_socket=src.socket, user="root", password="", charset="utf8mb4")
+    root = {"unix_socket": src.socket, "user": "root", "password": ""}
+    assert generated_columns(root)[("fb db", "gen")] == {"v", "st"}
+
+    # archived files, no server asked: the script stops at the first generated column, with a hint
+    generate_from_files(binlogs(src), sel, str(tmp_path / "blind.sql"), str(tmp_path))
+    assert "generated columns: unknown" in (tmp_path / "blind.sql").read_text()
+    with pytest.raises(ApplyStopped, match="generated columns: generate the script with access"):
+        apply_script(io.StringIO((tmp_path / "blind.sql").read_text()), connect, log=lambda _m: None, dry_run=True)
+
+    # archived files with a server to ask, and live: generated columns are left out of INSERT and SET
+    generate_from_files(binlogs(src), sel, str(tmp_path / "files.sql"), str(tmp_path),
+                        generated=generated_columns(root))
+    generate_from_live(root, sel, str(tmp_path / "live.sql"), str(tmp_path))
+    text = (tmp_path / "live.sql").read_text()
+    assert "INSERT INTO `fb db`.`gen` (`id`, `a`, `inv`) VALUES" in text and "`v`=" not in text
+    body = text[text.index("SET NAMES"):]
+    files_text = (tmp_path / "files.sql").read_text()
+    assert files_text[files_text.index("SET NAMES"):] == body
+    apply_script(io.StringIO(text), connect, log=lambda _m: None)
+    assert src.sql("CHECKSUM TABLE `fb db`.gen EXTENDED") == before

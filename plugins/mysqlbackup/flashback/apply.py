@@ -95,7 +95,12 @@ def apply_script(f: TextIO, connect: Callable[..., object], log: Callable[[str],
                         try:
                             affected = cur.execute(stmt)
                         except Exception as exc:  # noqa: BLE001 - any server error stops the run
-                            raise _Mismatch(no, stmt, f"failed: {exc}") from exc
+                            hint = ""
+                            if getattr(exc, "args", (None,))[0] == 1906:
+                                hint = (" (the table has generated columns: generate the script with access to the "
+                                        "server, live or with --host/--defaults-file beside --binlog-dir, so they "
+                                        "are left out)")
+                            raise _Mismatch(no, stmt, f"failed: {exc}{hint}") from exc
                         if affected != 1:
                             why = ("matched no row: it was changed or removed after the window" if affected == 0
                                    else f"touched {affected} rows, expected exactly 1")

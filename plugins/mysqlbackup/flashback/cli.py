@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     src = g.add_argument_group("source (archived files, or a live server)")
     src.add_argument("--binlog-dir", metavar="DIR", help="directory of archived binlog files (no server needed)")
     src.add_argument("--binlog", action="append", metavar="FILE", help="one archived binlog file (repeatable)")
-    _conn_options(src, "", "the live server to read the binlog from")
+    _conn_options(src, "", "the live server to read the binlog from (with --binlog-dir: the server asked which "
+                           "columns are generated, so they are left out of INSERT and SET)")
     src.add_argument("--server-id", type=int, help="replication server_id to use when reading a live server "
                      "(default: random, above 2^30)")
     win = g.add_argument_group("window (start inclusive, stop exclusive)")

@@ -51,6 +51,7 @@ class Summary:
     seconds: float = 0.0
     output: str = ""
     where_note: str = ""
+    generated_note: str = "unknown (no server was asked); a table with generated columns will stop the apply"
 
     def header(self) -> str:
         lines = [f"-- mysql-flashback: inverse of {self.rows} row changes in {self.transactions} transactions",
@@ -63,6 +64,7 @@ class Summary:
             lines.append(f"--   {name}: " + ", ".join(f"{t} {counts[t]}" for t in ("insert", "update", "delete")
                                                     if counts.get(t)))
         lines.append(f"-- WHERE: {self.where_note}")
+        lines.append(f"-- generated columns: {self.generated_note}")
         lines.append("-- newest transaction first, statements reversed within each; "
                      "apply with: mysql-flashback apply --file THIS_FILE")
         return "\n".join(lines) + "\n"
@@ -92,15 +94,19 @@ class Flashback:
 
     def __init__(self, selection: Selection, source: str, spool_dir: str | None = None,
                  log: Callable[[str], None] | None = None, progress_seconds: float = 10.0,
-                 where: str = "row") -> None:
+                 where: str = "row", generated: dict | None = None) -> None:
         if where not in ("row", "key"):
             raise FlashbackError(f"where must be 'row' (key + whole row image: a row changed since is caught) or "
                                  f"'key' (primary key only: faster, overwrites later changes), got {where!r}")
         self.where = where
+        self.generated = generated  # {(schema, table): frozenset(column names)}; None: unknown (no server)
         self.sel = selection
         self.summary = Summary(source=source, selection=selection.describe(), where_note=(
             "primary key and the whole row image (a row changed after the window matches nothing: apply stops)"
             if where == "row" else "primary key only (a row changed after the window is overwritten)"))
+        if generated is not None:
+            n = sum(len(v) for v in generated.values())
+            self.summary.generated_note = f"{n} found on the server, left out of INSERT and SET"
         self.spool = Spool(spool_dir)
         self.log = log or (lambda _m: None)
         self.progress_seconds = progress_seconds
@@ -223,7 +229,9 @@ class Flashback:
                 name = f"{tm.schema}.{tm.table}"
                 per_table.setdefault(name, Counter())
                 key_only = self.where == "key" and pk
-                plans[tm.table_id] = (codec, TableSQL(tm.schema, tm.table, tm.column_names, pk, guard_row=not key_only),
+                gen = (self.generated or {}).get(qname, frozenset())
+                plans[tm.table_id] = (codec, TableSQL(tm.schema, tm.table, tm.column_names, pk, guard_row=not key_only,
+                                                      generated=gen),
                                       frozenset(pk) if key_only else None, name, qname)
                 continue
             if t == F.GTID_EVENT:
@@ -345,6 +353,22 @@ class Flashback:
         self.spool.close()
 
 
+def generated_columns(connect_kwargs: dict) -> dict:
+    """{(schema, table): frozenset(columns)} of generated (VIRTUAL/STORED) columns on a server."""
+    import pymysql
+    conn = pymysql.connect(**connect_kwargs)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS "
+                        "WHERE IS_GENERATED = 'ALWAYS'")
+            out: dict = {}
+            for schema, table, column in cur.fetchall():
+                out.setdefault((schema, table), set()).add(column)
+            return {k: frozenset(v) for k, v in out.items()}
+    finally:
+        conn.close()
+
+
 PARALLEL_MIN_BYTES = 32 << 20  # below this, a second process costs more than it saves
 
 
@@ -402,10 +426,10 @@ def _split_point(files: list[str], start: tuple[str, int] | None,
 
 
 def _work(files: list[str], start, stop, selection: Selection, where: str, spool_dir: str | None,
-          part: str) -> dict:
+          part: str, generated: dict | None = None) -> dict:
     """One process's share: invert [start, stop) and write it reversed (no header) to ``part``."""
     from mysqlbackup.binlog.reader import iter_events
-    fb = Flashback(selection, "", spool_dir, None, 1e9, where)
+    fb = Flashback(selection, "", spool_dir, None, 1e9, where, generated)
     try:
         fb.feed(iter_events(files, start, stop))
         with open(part, "wb") as out:
@@ -419,7 +443,8 @@ def _work(files: list[str], start, stop, selection: Selection, where: str, spool
         fb.close()
 
 
-def _generate_parallel(files, selection, output_path, spool_dir, log, where, split, source) -> Summary:
+def _generate_parallel(files, selection, output_path, spool_dir, log, where, split, source,
+                       generated=None) -> Summary:
     """Two processes, each inverting half the range; the newer half's script comes first."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -430,10 +455,10 @@ def _generate_parallel(files, selection, output_path, spool_dir, log, where, spl
     log(f"reading in 2 processes, split at {split[0]}:{split[1]}")
     try:
         with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
-            older = pool.submit(_work, files, start, split, selection, where, spool_dir, parts[0])
-            newer = pool.submit(_work, files, split, stop, selection, where, spool_dir, parts[1])
+            older = pool.submit(_work, files, start, split, selection, where, spool_dir, parts[0], generated)
+            newer = pool.submit(_work, files, split, stop, selection, where, spool_dir, parts[1], generated)
             a, b = older.result(), newer.result()
-        fb = Flashback(selection, source, spool_dir, log, 1e9, where)
+        fb = Flashback(selection, source, spool_dir, log, 1e9, where, generated)
         try:
             s = fb.summary
             for r in (a, b):
@@ -461,7 +486,7 @@ def _generate_parallel(files, selection, output_path, spool_dir, log, where, spl
 
 def generate_from_files(files: list[str], selection: Selection, output_path: str, spool_dir: str | None = None,
                         log: Callable[[str], None] | None = None, progress_seconds: float = 10.0,
-                        where: str = "row", jobs: int | None = None) -> Summary:
+                        where: str = "row", jobs: int | None = None, generated: dict | None = None) -> Summary:
     """Flashback from archived binlog files (no server needed).
 
     ``jobs``: processes to use (default: 2 when there are 2 cores and enough data, else 1)."""
@@ -485,8 +510,8 @@ def generate_from_files(files: list[str], selection: Selection, output_path: str
                              if selection.stop_position else None)
         if split is not None:
             return _generate_parallel(files, selection, output_path, spool_dir, log or (lambda _m: None), where,
-                                      split, source)
-    fb = Flashback(selection, source, spool_dir, log, progress_seconds, where)
+                                      split, source, generated)
+    fb = Flashback(selection, source, spool_dir, log, progress_seconds, where, generated)
     try:
         fb.feed(iter_events(files))
         return fb.write(output_path)
@@ -538,7 +563,7 @@ def generate_from_live(connect_kwargs: dict, selection: Selection, output_path: 
     stop_at = (stop.file, stop.pos) if stop else (end_file, end_pos)
     server = connect_kwargs.get("unix_socket") or f"{connect_kwargs.get('host')}:{connect_kwargs.get('port')}"
     fb = Flashback(selection, f"live server {server} ({start.file if start else files[0]} .. {stop_at[0]})",
-                   spool_dir, log, progress_seconds, where)
+                   spool_dir, log, progress_seconds, where, generated_columns(connect_kwargs))
     try:
         reader = LiveReader(connect_kwargs.get("host", "127.0.0.1"), int(connect_kwargs.get("port", 3306)),
                             connect_kwargs["user"], connect_kwargs.get("password", ""),
@@ -559,8 +584,12 @@ def main(args, selection: Selection, log: Callable[[str], None]) -> int:
     if args.binlog_dir:
         files += [p for p in glob.glob(os.path.join(args.binlog_dir, "*.[0-9][0-9][0-9][0-9][0-9][0-9]"))]
     if files:
+        from mysqlbackup.flashback.cli import connection_args
+        generated = None
+        if args.host or args.socket or args.defaults_file:  # a server to ask about generated columns
+            generated = generated_columns(connection_args(args))
         summary = generate_from_files(files, selection, args.output, args.tmpdir, log, args.progress_seconds,
-                                      args.where)
+                                      args.where, generated=generated)
     elif args.host or args.socket or args.defaults_file:
         from mysqlbackup.flashback.cli import connection_args
         summary = generate_from_live(connection_args(args), selection, args.output, args.tmpdir, log,

@@ -18,10 +18,10 @@ class TableSQL:
     """Statement builders for one table, with its quoted names computed once."""
 
     __slots__ = ("target", "columns", "key", "_insert_head", "_col_list", "guard_row", "_rest", "_eq", "_ns",
-                 "_update_head", "_delete_head", "_keyset")
+                 "_update_head", "_delete_head", "_keyset", "_writable")
 
     def __init__(self, schema: str, table: str, columns: Sequence[str], key: Sequence[int] | None,
-                 guard_row: bool = True) -> None:
+                 guard_row: bool = True, generated: frozenset[str] = frozenset()) -> None:
         if not columns:
             raise ValueError(f"{schema}.{table}: no column names (binlog_row_metadata=FULL is required)")
         self.target = f"{quote_ident(schema)}.{quote_ident(table)}"
@@ -31,7 +31,9 @@ class TableSQL:
         # again after the window matches nothing and apply stops instead of overwriting that change
         self.guard_row = guard_row
         self._rest = tuple(i for i in range(len(columns)) if not self.key or i not in self.key)
-        self._col_list = ", ".join(self.columns)
+        # generated columns are computed by the server: never written, only matched
+        self._writable = [i for i, c in enumerate(columns) if c not in generated] if generated else None
+        self._col_list = ", ".join(self.columns[i] for i in self._writable) if generated else ", ".join(self.columns)
         self._insert_head = f"INSERT INTO {self.target} ({self._col_list}) VALUES ("
         # per-column prefixes, built once: statements are then plain concatenations
         self._eq = [f"{c}=" for c in self.columns]
@@ -55,6 +57,8 @@ class TableSQL:
 
     def undo_delete(self, row: Sequence[str | None]) -> str:
         """The inverse of a DELETE: insert the row back, every column."""
+        if self._writable is not None:
+            row = [row[i] for i in self._writable]
         return self._insert_head + ", ".join(v if v is not None else "DEFAULT" for v in row) + ");"
 
     def undo_update(self, before: Sequence[str | None], after: Sequence[str | None]) -> str:
@@ -66,9 +70,13 @@ class TableSQL:
         """
         eq, ns = self._eq, self._ns
         if not self.guard_row:  # key-only mode: the after image holds just the key
-            sets = ", ".join([eq[i] + v for i, v in enumerate(before) if v is not None])
+            w = self._writable
+            sets = ", ".join([eq[i] + v for i, v in enumerate(before) if v is not None and (w is None or i in w)])
             return self._update_head + sets + " WHERE " + self.where(after) + ";"
         changed = [i for i, b in enumerate(before) if b != after[i]] or range(len(before))
+        if self._writable is not None:
+            writable = self._writable
+            changed = [i for i in changed if i in writable] or writable
         sets = ", ".join([eq[i] + before[i] for i in changed])
         if self.key:
             keyset = self._keyset
