@@ -316,7 +316,7 @@ class Sandbox:
                 stmts = [
                     f"CREATE USER IF NOT EXISTS '{BACKUP_USER}'@'{host}' IDENTIFIED BY %s",
                     f"GRANT RELOAD, PROCESS, LOCK TABLES, BINLOG MONITOR, SLAVE MONITOR, SELECT, "
-                    f"SHOW VIEW, EVENT, TRIGGER ON *.* TO '{BACKUP_USER}'@'{host}'",
+                    f"SHOW VIEW, EVENT, TRIGGER, REPLICATION SLAVE ON *.* TO '{BACKUP_USER}'@'{host}'",
                     f"CREATE USER IF NOT EXISTS '{REPL_USER}'@'{host}' IDENTIFIED BY %s",
                     f"GRANT REPLICATION SLAVE, REPLICATION CLIENT, BINLOG MONITOR ON *.* TO '{REPL_USER}'@'{host}'",
                 ]

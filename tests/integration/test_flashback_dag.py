@@ -27,7 +27,6 @@ def env(fresh_sandbox, airflow_db, tmp_path, monkeypatch):
             cur.execute(ddl)
         cur.execute("CREATE USER 'fbadmin'@'127.0.0.1' IDENTIFIED BY 'Adm-1-x'")
         cur.execute("GRANT ALL ON `fb db`.* TO 'fbadmin'@'127.0.0.1'")
-        cur.execute("GRANT REPLICATION SLAVE ON *.* TO 'backup'@'127.0.0.1'")  # reading the binlog
     workload(conn, random.Random(3), 20)
     cmdb = tmp_path / "cmdb.yaml"
     doc = sb.cmdb()
