@@ -139,8 +139,10 @@ def flashback_dag(cmdb: Cmdb) -> DAG:
                                 description="connection used to read the binlog (default: the instance's mysql_conn_id; "
                                             "needs REPLICATION SLAVE)"),
     }
+    alert = BackupFailureCallback("(flashback)", cmdb.platform_owner, "mysql-backup", cmdb.platform)
     with DAG(dag_id=FLASHBACK_DAG_ID, schedule=None, catchup=False, max_active_runs=4, params=params,
-             tags=["mysql-backup", "flashback"], default_args={"owner": cmdb.platform_owner, "retries": 0},
+             tags=["mysql-backup", "flashback"],
+             default_args={"owner": cmdb.platform_owner, "retries": 0, "on_failure_callback": alert},
              doc_md="Undo row changes from the binlog: writes the inverse SQL next to the instance's backups for "
                     "review, and applies it only when `apply` is true. See docs/flashback.md.") as dag:
         BinlogFlashbackOperator(task_id="flashback", execution_timeout=timedelta(hours=6))
