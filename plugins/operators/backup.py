@@ -306,6 +306,11 @@ class FullBackupOperator(HostScriptOperator):
                 continue  # never anything but an unfinished backup
             self.log.warning("discarding %s: an earlier backup that never finished (no manifest)", label_dir)
             self._discard(label_dir)
+        # catalog rows still 'running' from a worker that died: one run at a time, so they are stale
+        for row in self.catalog.backups(instance=self.instance.name, status="running"):
+            self.log.warning("backup %s was left running by an earlier run: marked failed", row["label"])
+            self.catalog.fail_backup(self.instance.name, row["label"],
+                                     "abandoned: the run that started it stopped before it finished")
 
     def _discard(self, label_dir: str) -> None:
         try:

@@ -102,8 +102,12 @@ def test_full_backup_from_the_replica_restores_to_the_source_checksums(env, tmp_
     leftover = env.storage() / "20200101-000000F"
     leftover.mkdir(parents=True)
     (leftover / "backup.xbstream.zst.partial").write_bytes(b"half")
+    env.catalog().start_backup("sandbox", "20200101-000000F", "dead-run", "sandbox_replica", "127.0.0.1", 1,
+                               "2020-01-01T00:00:00Z", "sandbox_storage", str(leftover))
     state, tasks = env.run()
     assert not leftover.exists()
+    [stale] = env.catalog().backups(instance="sandbox", status="failed")
+    assert stale["label"] == "20200101-000000F" and "abandoned" in stale["error"]
     assert state == "success", tasks
     [row] = env.catalog().backups(instance="sandbox", status="usable")
     # the primary is protected: the replica was the source
