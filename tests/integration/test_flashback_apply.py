@@ -120,3 +120,49 @@ def test_cli_apply_takes_credentials_from_a_defaults_file(table, tmp_path):
                          capture_output=True, text=True)
     assert res.returncode == 3 and "STOPPED" in res.stderr, res.stderr
     table.sql("DROP USER 'fb'@'localhost'")
+
+
+@pytest.mark.parametrize("setup, message", [
+    (["CREATE TRIGGER fa.trg AFTER INSERT ON fa.t FOR EACH ROW SET @x = 1"], "has trigger trg (AFTER INSERT)"),
+    (["ALTER TABLE fa.t ENGINE=MyISAM"], "uses MyISAM, which has no transactions"),
+    (["CREATE TABLE fa.child (id INT PRIMARY KEY, t_id INT, "
+      "FOREIGN KEY (t_id) REFERENCES fa.t (id) ON DELETE CASCADE) ENGINE=InnoDB"], "ON DELETE CASCADE"),
+    (["ALTER TABLE fa.t ADD SYSTEM VERSIONING"], "is system-versioned"),
+])
+def test_what_the_binlog_cannot_account_for_is_refused_before_anything_runs(table, setup, message):
+    from mysqlbackup.flashback.apply import ApplyRefused
+    for stmt in setup:
+        table.sql(stmt)
+    with pytest.raises(ApplyRefused, match="nothing applied") as info:
+        apply_script(io.StringIO(SCRIPT), partial(connect, table), log=lambda _: None)
+    assert message in str(info.value) and "--force" in str(info.value)
+    assert rows(table) == [(1, "A"), (2, "B"), (9, "z")]
+    if "MyISAM" not in message and "versioned" not in message:
+        warnings: list[str] = []
+        apply_script(io.StringIO(SCRIPT), partial(connect, table), log=warnings.append, force=True)
+        assert rows(table) == [(1, "a"), (2, "b"), (3, "c 😀")]
+        assert any(message in w for w in warnings)
+
+
+def test_option_files_are_read_like_the_client_reads_them(table, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    password = 'a"b\\c#d'
+    table.sql("CREATE USER IF NOT EXISTS 'fbq'@'localhost' IDENTIFIED BY %s", (password,))
+    table.sql("GRANT ALL ON fa.* TO 'fbq'@'localhost'")
+    cnf = tmp_path / "q.cnf"
+    cnf.write_text('# comment\n[client]\nuser = fbq  # inline\n'
+                   'password = "a\\"b\\\\c#d"\n' f"socket={table.socket}\n")
+    ok = subprocess.run(["mariadb", f"--defaults-file={cnf}", "-e", "SELECT 1"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr  # the real client agrees with the file
+    script = tmp_path / "u.sql"
+    script.write_text(SCRIPT)
+    cli = Path(__file__).resolve().parents[2] / "bin" / "mysql-flashback"
+    res = subprocess.run([sys.executable, str(cli), "apply", "--file", str(script), "--dry-run",
+                          "--target-defaults-file", str(cnf)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    bad = subprocess.run([sys.executable, str(cli), "apply", "--file", str(script), "--target-socket",
+                          str(tmp_path / "nope.sock")], capture_output=True, text=True)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr and "error:" in bad.stderr, bad.stderr
+    table.sql("DROP USER 'fbq'@'localhost'")

@@ -9,11 +9,65 @@ half-applied. Transactions before it stay applied (each one is complete on its o
 """
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, TextIO
 
 from pymysql.constants import CLIENT
+
+
+class ApplyRefused(ValueError):
+    """The target has something the binlog cannot account for: nothing was applied."""
+
+
+_TARGET_RE = re.compile(r"^(?:INSERT INTO|UPDATE|DELETE FROM) `((?:[^`]|``)+)`\.`((?:[^`]|``)+)`")
+
+
+def script_tables(statements) -> set[tuple[str, str]]:
+    """(schema, table) of every statement (this tool's own statement shapes)."""
+    out = set()
+    for stmt in statements:
+        m = _TARGET_RE.match(stmt)
+        if m:
+            out.add((m.group(1).replace("``", "`"), m.group(2).replace("``", "`")))
+    return out
+
+
+def safety_problems(cur, tables: set[tuple[str, str]]) -> list[str]:
+    """What on the target would make the inverse wrong or half-applied, for these tables."""
+    if not tables:
+        return []
+    pairs = sorted(tables)
+    cond = " OR ".join(["({s}=%s AND {t}=%s)"] * len(pairs))
+    args = [x for pair in pairs for x in pair]
+    problems = []
+    cur.execute("SELECT EVENT_OBJECT_SCHEMA, EVENT_OBJECT_TABLE, TRIGGER_NAME, ACTION_TIMING, EVENT_MANIPULATION "
+                "FROM information_schema.TRIGGERS WHERE "
+                + cond.format(s="EVENT_OBJECT_SCHEMA", t="EVENT_OBJECT_TABLE"), args)
+    for schema, table, name, timing, event in cur.fetchall():
+        problems.append(f"{schema}.{table} has trigger {name} ({timing} {event}): it fires again when the inverse "
+                        "is applied, and its own earlier effects are already in the script")
+    cur.execute("SELECT t.TABLE_SCHEMA, t.TABLE_NAME, t.ENGINE, e.TRANSACTIONS, t.TABLE_TYPE "
+                "FROM information_schema.TABLES t LEFT JOIN information_schema.ENGINES e ON e.ENGINE = t.ENGINE "
+                "WHERE " + cond.format(s="t.TABLE_SCHEMA", t="t.TABLE_NAME"), args)
+    for schema, table, engine, transactions, table_type in cur.fetchall():
+        if str(transactions or "").upper() != "YES":
+            problems.append(f"{schema}.{table} uses {engine}, which has no transactions: a stopped transaction "
+                            "could not be rolled back (it would be half-applied)")
+        if str(table_type or "").upper() == "SYSTEM VERSIONED":
+            problems.append(f"{schema}.{table} is system-versioned: its history rows cannot be undone by "
+                            "ordinary statements")
+    cur.execute("SELECT CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME, UNIQUE_CONSTRAINT_SCHEMA, "
+                "REFERENCED_TABLE_NAME, DELETE_RULE, UPDATE_RULE FROM information_schema.REFERENTIAL_CONSTRAINTS "
+                "WHERE (DELETE_RULE IN ('CASCADE', 'SET NULL', 'SET DEFAULT') OR UPDATE_RULE IN "
+                "('CASCADE', 'SET NULL', 'SET DEFAULT')) AND ("
+                + cond.format(s="UNIQUE_CONSTRAINT_SCHEMA", t="REFERENCED_TABLE_NAME") + ")", args)
+    for cschema, child, name, pschema, parent, on_delete, on_update in cur.fetchall():
+        problems.append(f"{pschema}.{parent} is referenced by {cschema}.{child} ({name}: ON DELETE {on_delete}, "
+                        f"ON UPDATE {on_update}): changes the foreign key made to {cschema}.{child} are not in the "
+                        "binlog, so they cannot be undone")
+    return problems
 
 
 class ApplyStopped(RuntimeError):
@@ -73,12 +127,18 @@ def read_script(f: TextIO) -> tuple[list[str], Iterator[tuple[str, int, list[tup
 
 
 def apply_script(f: TextIO, connect: Callable[..., object], log: Callable[[str], None] = print,
-                 dry_run: bool = False) -> ApplyReport:
-    """Run the script through ``connect(client_flag=…)`` (a pymysql connect with credentials bound)."""
-    # the whole script is checked first: an incomplete or foreign file applies nothing
+                 dry_run: bool = False, force: bool = False) -> ApplyReport:
+    """Run the script through ``connect(client_flag=…)`` (a pymysql connect with credentials bound).
+
+    Before anything runs, the whole file is checked (an incomplete or foreign file applies
+    nothing) and the target is asked about every table the script touches: triggers,
+    non-transactional engines, system-versioned tables and cascading foreign keys make the
+    run refuse (``ApplyRefused``) unless ``force``.
+    """
     _, check = read_script(f)
-    for _ in check:
-        pass
+    tables: set[tuple[str, str]] = set()
+    for _header, _start, stmts in check:
+        tables |= script_tables(s for _no, s in stmts)
     f.seek(0)
     settings, blocks = read_script(f)
     report = ApplyReport(settings=settings)
@@ -86,6 +146,13 @@ def apply_script(f: TextIO, connect: Callable[..., object], log: Callable[[str],
     t0 = time.monotonic()
     try:
         with conn.cursor() as cur:
+            problems = safety_problems(cur, tables)
+            if problems and not force:
+                raise ApplyRefused("nothing applied; the target has what the binlog cannot account for:\n  - "
+                                   + "\n  - ".join(problems)
+                                   + "\nReview the script with this in mind; apply anyway with --force")
+            for problem in problems:
+                log(f"warning (--force): {problem}")
             for s in settings:
                 cur.execute(s)
             for header, start, stmts in blocks:

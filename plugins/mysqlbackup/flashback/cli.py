@@ -9,8 +9,8 @@ Credentials never go on the command line: give a MySQL option file (--defaults-f
 from __future__ import annotations
 
 import argparse
-import configparser
 import os
+import re
 import sys
 from functools import partial
 from pathlib import Path
@@ -24,6 +24,27 @@ def _csv(values: list[str] | None) -> list[str]:
     return [v for item in values or () for v in item.split(",") if v.strip()]
 
 
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "s": " ", "\\": "\\", '"': '"', "'": "'"}
+
+
+def option_value(raw: str) -> str:
+    """A value as the MySQL client reads it: quotes removed, backslash escapes undone, and an
+    unquoted ``#`` starting a comment."""
+    raw = raw.strip()
+    if raw[:1] in ('"', "'"):
+        quote, out, i = raw[0], [], 1
+        while i < len(raw) and raw[i] != quote:
+            if raw[i] == "\\" and i + 1 < len(raw):
+                out.append(_ESCAPES.get(raw[i + 1], raw[i + 1]))
+                i += 2
+            else:
+                out.append(raw[i])
+                i += 1
+        return "".join(out)
+    value = raw.split("#", 1)[0].strip()
+    return re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), m.group(1)), value)
+
+
 def read_defaults_file(path: str | None) -> dict[str, str]:
     """[client] (and [mysql-flashback]) of a MySQL option file: user, password, host, port, socket."""
     if not path:
@@ -31,14 +52,18 @@ def read_defaults_file(path: str | None) -> dict[str, str]:
     p = Path(path)
     if not p.is_file():
         raise SelectionError(f"defaults file {path} does not exist")
-    cp = configparser.ConfigParser(allow_no_value=True, interpolation=None, strict=False)
-    cp.read_string(p.read_text())
     out: dict[str, str] = {}
-    for section in ("client", "mysql-flashback"):
-        if cp.has_section(section):
-            for key, value in cp.items(section):
-                if value is not None:
-                    out[key.replace("-", "_")] = value.strip().strip('"').strip("'")
+    section = None
+    for line in p.read_text().splitlines():
+        text = line.strip()
+        if not text or text[0] in "#;" or text.startswith("!"):  # comments; !include is not followed
+            continue
+        if text.startswith("[") and text.endswith("]"):
+            section = text[1:-1].strip().lower()
+            continue
+        if section in ("client", "mysql-flashback") and "=" in text:
+            key, raw = text.split("=", 1)
+            out[key.strip().replace("-", "_")] = option_value(raw)
     return out
 
 
@@ -109,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--progress-seconds", type=float, default=10.0, help="progress line interval (default 10)")
     ap = g.add_argument_group("apply (off unless --apply)")
     ap.add_argument("--apply", action="store_true", help="also apply the generated file to the target")
+    ap.add_argument("--force", action="store_true", help="with --apply: see 'apply --force'")
     _conn_options(ap, "target_", "the target to apply to (default: the live source)")
 
     a = sub.add_parser("apply", help="apply a reviewed flashback file",
@@ -117,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "transaction is rolled back and the run stops, naming the statement.")
     a.add_argument("--file", required=True, metavar="FILE", help="the flashback SQL file")
     a.add_argument("--dry-run", action="store_true", help="run every transaction and roll it back")
+    a.add_argument("--force", action="store_true",
+                   help="apply even though the target has triggers, cascading foreign keys, non-transactional or "
+                        "system-versioned tables on the script's tables (each is named first; review before)")
     _conn_options(a, "target_", "the target to apply to")
     return p
 
@@ -128,7 +157,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
     kw = connection_args(args, "target_")
     try:
         with open(args.file, encoding="utf-8") as f:
-            report = apply_script(f, partial(pymysql.connect, **kw), log=_log, dry_run=args.dry_run)
+            report = apply_script(f, partial(pymysql.connect, **kw), log=_log, dry_run=args.dry_run,
+                                  force=args.force)
     except ApplyStopped as exc:
         _log(f"STOPPED: {exc}")
         return EXIT_STOPPED
@@ -151,9 +181,16 @@ def _log(message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import pymysql
     args = build_parser().parse_args(argv)
     try:
         return cmd_apply(args) if args.command == "apply" else cmd_generate(args)
     except (SelectionError, ValueError) as exc:
         _log(f"error: {exc}")
         return EXIT_USAGE
+    except pymysql.err.MySQLError as exc:
+        _log(f"error: the server answered {exc}: check the connection options / defaults file")
+        return EXIT_ERROR
+    except OSError as exc:
+        _log(f"error: {exc}")
+        return EXIT_ERROR

@@ -612,7 +612,8 @@ def main(args, selection: Selection, log: Callable[[str], None]) -> int:
         from mysqlbackup.flashback.cli import connection_args
         try:
             with open(summary.output, encoding="utf-8") as f:
-                report = apply_script(f, partial(pymysql.connect, **connection_args(args, "target_")), log=log)
+                report = apply_script(f, partial(pymysql.connect, **connection_args(args, "target_")), log=log,
+                                      force=getattr(args, "force", False))
         except ApplyStopped as exc:
             log(f"STOPPED: {exc}")
             return 3
