@@ -446,3 +446,18 @@ def test_generated_and_invisible_columns(server, tmp_path):
     assert files_text[files_text.index("SET NAMES"):] == body
     apply_script(io.StringIO(text), connect, log=lambda _m: None)
     assert src.sql("CHECKSUM TABLE `fb db`.gen EXTENDED") == before
+
+
+def test_gtid_and_position_windows_outside_the_binlogs_are_refused(server, tmp_path):
+    src, conn, _ = server
+    with conn.cursor() as cur:
+        cur.execute("FLUSH BINARY LOGS")
+    last = binlogs(src)[-1]
+    name = os.path.basename(last)
+    end = os.path.getsize(last)
+    for kw, msg in (({"start_gtid": "1-1-1"}, "is not in the binlogs read"),
+                    ({"start_gtid": "0-1-99999999"}, "is not in the binlogs read"),
+                    ({"start_gtid": "0-7-5", "stop_gtid": "0-7-9"}, "is not in the binlogs read"),
+                    ({"start_position": f"{name}:{end + 1000}"}, "holds no transaction")):
+        with pytest.raises(FlashbackError, match=msg):
+            generate_from_files(binlogs(src), Selection.parse(**kw), str(tmp_path / "u.sql"), str(tmp_path))

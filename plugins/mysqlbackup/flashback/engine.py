@@ -116,6 +116,9 @@ class Flashback:
         self._t0 = time.monotonic()
         self._first_event: tuple[str, int] | None = None
         self._last_event: tuple[str, int] | None = None
+        self.window_transactions = 0          # transactions inside the window, whatever their tables
+        self.gtids_found: set[Gtid] = set()   # the window's start/stop GTIDs, when met
+        self.gtid_range: dict[int, list[int]] = {}  # domain -> [lowest, highest] seq read
 
     # -- the loop ------------------------------------------------------------------------------
     def feed(self, events: Iterable) -> None:  # noqa: C901 - one hot loop, kept in one place on purpose
@@ -238,9 +241,21 @@ class Flashback:
                 close_tx()
                 g = parse_gtid(ev.body, ev.server_id)
                 gtid = Gtid(g.domain, g.server_id, g.seq_no)
+                rng = self.gtid_range.get(g.domain)
+                if rng is None:
+                    self.gtid_range[g.domain] = [g.seq_no, g.seq_no]
+                else:
+                    rng[0] = min(rng[0], g.seq_no)
+                    rng[1] = max(rng[1], g.seq_no)
+                if gtid == sel.start_gtid or gtid == sel.stop_gtid:
+                    self.gtids_found.add(gtid)
                 tx_where = f"{ev.file}:{ev.pos} ({_utc(ev.timestamp)} UTC)"
                 tx_selected = sel.wants_gtid(gtid) and (
                     not timed or sel.wants_time(datetime.fromtimestamp(ev.timestamp, timezone.utc)))
+                if tx_selected and (not positioned or (
+                        (start_pos is None or Position(ev.file, ev.pos) >= start_pos)
+                        and (stop_pos is None or Position(ev.file, ev.pos) < stop_pos))):
+                    self.window_transactions += 1
                 if self._first_event is None:
                     self._first_event = (ev.file, ev.timestamp)
                 self._last_event = (ev.file, ev.timestamp)
@@ -297,6 +312,15 @@ class Flashback:
                 raise FlashbackError(f"a DDL on {', '.join(hit)} falls inside the window at {where}: "
                                      f"{stmt[:200]!r}. Inverse statements across a change of table shape would be "
                                      "wrong: end the window before it (--stop-position/--stop-datetime) or start after it")
+        held = ", ".join(f"domain {d}: seq {lo}..{hi}" for d, (lo, hi) in sorted(self.gtid_range.items())) or "none"
+        for g in (sel.start_gtid, sel.stop_gtid):
+            if g is not None and g not in self.gtids_found:
+                raise FlashbackError(f"GTID {g} is not in the binlogs read (they hold {held}): give a GTID that "
+                                     "exists there, with its server_id")
+        if (sel.start_gtid or sel.stop_gtid or sel.start_position or sel.stop_position) \
+                and self.window_transactions == 0:
+            raise FlashbackError(f"the window holds no transaction of the binlogs read (GTIDs: {held}): it is "
+                                 "outside these binlogs")
         missing = sorted(f"{d}.{t}" if d else t for d, t in sel.tables
                          if not any(t == t2 and (d is None or d == d2) for d2, t2 in self.tables_seen))
         if missing:
@@ -436,6 +460,8 @@ def _work(files: list[str], start, stop, selection: Selection, where: str, spool
             fb.spool.write_reversed(out)
         s = fb.summary
         return {"rows": s.rows, "transactions": s.transactions, "events": s.events,
+                "window_transactions": fb.window_transactions, "gtids_found": fb.gtids_found,
+                "gtid_range": fb.gtid_range,
                 "per_table": {k: dict(v) for k, v in s.per_table.items()}, "first": s.first, "last": s.last,
                 "tables_seen": fb.tables_seen, "tables_with_rows": fb.tables_with_rows, "ddl": fb.ddl,
                 "first_event": fb._first_event, "last_event": fb._last_event}
@@ -470,6 +496,11 @@ def _generate_parallel(files, selection, output_path, spool_dir, log, where, spl
                 fb.tables_seen |= r["tables_seen"]
                 fb.tables_with_rows |= r["tables_with_rows"]
                 fb.ddl += r["ddl"]
+                fb.window_transactions += r["window_transactions"]
+                fb.gtids_found |= r["gtids_found"]
+                for d, (lo, hi) in r["gtid_range"].items():
+                    cur = fb.gtid_range.setdefault(d, [lo, hi])
+                    cur[0], cur[1] = min(cur[0], lo), max(cur[1], hi)
             s.first = a["first"] or b["first"]
             s.last = b["last"] or a["last"]
             fb._first_event = a["first_event"] or b["first_event"]
