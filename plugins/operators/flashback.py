@@ -68,7 +68,9 @@ class BinlogFlashbackOperator(HostScriptOperator):
                                        "user allowed to change the selected tables")
         from mysqlbackup.flashback.engine import FlashbackError, generate_from_live
         source = _conn_kwargs(str(p.get("binlog_conn_id") or inst.mysql_conn_id), inst.host, inst.port)
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        # unique per run: two runs in the same second must not write over each other's script
+        run = "".join(c if c.isalnum() else "-" for c in str(context.get("run_id") or ""))[-40:].strip("-")
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S") + (f"_{run}" if run else "")
         with tempfile.TemporaryDirectory(prefix="flashback-") as tmp:
             local = os.path.join(tmp, "flashback.sql")
             try:
