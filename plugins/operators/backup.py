@@ -247,6 +247,11 @@ class ReserveSpaceOperator(HostScriptOperator):
                 "artifact_estimate_bytes": artifact, "scratch_estimate_bytes": scratch}
 
 
+def scratch_path(base_dir: str, instance: str, label: str) -> str:
+    """Where verify extracts and prepares a backup (removed after verify)."""
+    return f"{base_dir}/.scratch/{instance}-{label}"
+
+
 class FullBackupOperator(HostScriptOperator):
     """Stream a full physical backup from the source host into the storage host."""
 
@@ -306,11 +311,16 @@ class FullBackupOperator(HostScriptOperator):
                 continue  # never anything but an unfinished backup
             self.log.warning("discarding %s: an earlier backup that never finished (no manifest)", label_dir)
             self._discard(label_dir)
+            # and the scratch copy a killed verify of it may have left (a whole extracted datadir)
+            self._discard(self.scratch_dir(label_dir.rstrip("/").rsplit("/", 1)[-1]))
         # catalog rows still 'running' from a worker that died: one run at a time, so they are stale
         for row in self.catalog.backups(instance=self.instance.name, status="running"):
             self.log.warning("backup %s was left running by an earlier run: marked failed", row["label"])
             self.catalog.fail_backup(self.instance.name, row["label"],
                                      "abandoned: the run that started it stopped before it finished")
+
+    def scratch_dir(self, label: str) -> str:
+        return scratch_path(self.instance.storage.base_dir, self.instance.name, label)
 
     def _discard(self, label_dir: str) -> None:
         try:
@@ -329,7 +339,7 @@ class VerifyBackupOperator(HostScriptOperator):
         ti = context["ti"]
         b = ti.xcom_pull(task_ids="full_backup")
         flavor = self.by_name(b["source"]["name"]).flavor
-        scratch = f"{self.instance.storage.base_dir}/.scratch/{self.instance.name}-{b['label']}"
+        scratch = scratch_path(self.instance.storage.base_dir, self.instance.name, b["label"])
         argv = self.storage_script("verify", "--dir", b["label_dir"], "--artifact", b["artifact"],
                                    "--sha256", b["sha256"], "--flavor", flavor, "--scratch", scratch)
         try:

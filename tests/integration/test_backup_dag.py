@@ -102,10 +102,13 @@ def test_full_backup_from_the_replica_restores_to_the_source_checksums(env, tmp_
     leftover = env.storage() / "20200101-000000F"
     leftover.mkdir(parents=True)
     (leftover / "backup.xbstream.zst.partial").write_bytes(b"half")
+    scratch = env.tmp / "storage" / ".scratch" / "sandbox-20200101-000000F"  # a killed verify's extract
+    (scratch / "shop").mkdir(parents=True)
+    (scratch / "shop" / "t.ibd").write_bytes(b"x" * 4096)
     env.catalog().start_backup("sandbox", "20200101-000000F", "dead-run", "sandbox_replica", "127.0.0.1", 1,
                                "2020-01-01T00:00:00Z", "sandbox_storage", str(leftover))
     state, tasks = env.run()
-    assert not leftover.exists()
+    assert not leftover.exists() and not scratch.exists()
     [stale] = env.catalog().backups(instance="sandbox", status="failed")
     assert stale["label"] == "20200101-000000F" and "abandoned" in stale["error"]
     assert state == "success", tasks
