@@ -67,8 +67,12 @@ class Manifest:
     verify: dict[str, Any]
     tool: str
     status: str = "usable"
+    # taken from a replica: the source's coordinates at the backup point (xtrabackup_slave_info):
+    # {"gtid": ..., "file": ..., "pos": ..., "text": ...}; binlog_file/binlog_pos above are the replica's own
+    replica_source: dict[str, Any] | None = None
 
 
+OPTIONAL_FIELDS = frozenset({"replica_source"})  # manifests written before a field existed stay readable
 FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Manifest))
 
 # Field -> (accepted types, nullable). bool is excluded from int checks explicitly.
@@ -104,6 +108,7 @@ _SCHEMA: dict[str, tuple[tuple[type, ...], bool]] = {
     "verify": ((dict,), False),
     "tool": (_STR, False),
     "status": (_STR, False),
+    "replica_source": ((dict,), True),
 }
 
 _VERIFY_SCHEMA: dict[str, tuple[type, ...]] = {
@@ -268,10 +273,10 @@ def from_dict(data: Mapping[str, Any]) -> Manifest:
     version = data["version"]
     if isinstance(version, bool) or not isinstance(version, int) or version != MANIFEST_VERSION:
         raise ManifestError(f"version: unknown manifest version {version!r} (this code reads {MANIFEST_VERSION})")
-    missing = [name for name in FIELDS if name not in data]
+    missing = [name for name in FIELDS if name not in data and name not in OPTIONAL_FIELDS]
     if missing:
         raise ManifestError(f"missing field(s): {', '.join(missing)}")
-    m = Manifest(**{name: data[name] for name in FIELDS})
+    m = Manifest(**{name: data[name] for name in FIELDS if name in data})
     validate(m)
     return m
 

@@ -433,7 +433,20 @@ def build_manifest(instance: Instance, b: dict, v: dict) -> Manifest:
                 "message": "sha256 re-read ok, per-file checksums recorded, prepare completed OK"},
         tool=(b.get("db") or {}).get("tool") or info.get("tool_version") or "",
         status="usable",
+        replica_source=parse_slave_info(v.get("slave_info")) if src.get("is_replica") else None,
     )
+
+
+def parse_slave_info(text: str | None) -> dict | None:
+    """The source's coordinates from xtrabackup_slave_info (GTID and/or binlog file and position)."""
+    import re
+    if not text or not text.strip():
+        return None
+    gtid = re.search(r"gtid_slave_pos\s*=\s*'([^']*)'", text, re.I)
+    file = re.search(r"MASTER_LOG_FILE\s*=\s*'([^']+)'", text, re.I)
+    pos = re.search(r"MASTER_LOG_POS\s*=\s*([0-9]+)", text, re.I)
+    return {"gtid": gtid.group(1) if gtid else None, "file": file.group(1) if file else None,
+            "pos": int(pos.group(1)) if pos else None, "text": text.strip()[:2000]}
 
 
 def _int(value: Any) -> int | None:

@@ -121,6 +121,8 @@ def test_full_backup_from_the_replica_restores_to_the_source_checksums(env, tmp_
     label_dir = Path(row["storage_path"])
     manifest = json.loads((label_dir / "manifest.json").read_text())
     assert manifest["label"] == row["label"] and manifest["status"] == "usable"
+    # from a replica: the source's coordinates are kept beside the replica's own binlog position
+    assert manifest["replica_source"]["gtid"] == env.sb.source.sql("SELECT @@gtid_binlog_pos")[0][0]
     sums = (label_dir / "SHA256SUMS").read_text()
     # a table created after the last checkpoint is streamed as .new and renamed by prepare
     assert re.search(r"^[0-9a-f]{64}  shop/typed\.(ibd|new)$", sums, re.M), sums[:500]

@@ -39,7 +39,7 @@ def test_round_trip_is_exact() -> None:
 def test_to_dict_has_every_field() -> None:
     m = from_dict(manifest_data())
     assert set(to_dict(m)) == set(FIELDS)
-    assert set(FIELDS) == set(manifest_data())
+    assert set(FIELDS) - {"replica_source"} == set(manifest_data())  # optional: older manifests lack it
 
 
 def test_manifest_is_frozen() -> None:
@@ -194,3 +194,12 @@ def test_manifest_is_built_directly() -> None:
 
 def test_manifest_path() -> None:
     assert manifest_path("/srv/b", "shop_main", "20240315-020000F") == "/srv/b/shop_main/20240315-020000F/manifest.json"
+
+
+def test_replica_source_is_optional_and_checked():
+    m = from_dict(manifest_data())
+    assert m.replica_source is None
+    m2 = from_dict(manifest_data(replica_source={"gtid": "0-1-5", "file": None, "pos": None, "text": "x"}))
+    assert m2.replica_source["gtid"] == "0-1-5"
+    with pytest.raises(ManifestError, match="replica_source"):
+        from_dict(manifest_data(replica_source="0-1-5"))

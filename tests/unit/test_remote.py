@@ -146,3 +146,16 @@ def test_webhook_connection_forms(monkeypatch, conn, url):
     assert notifier._url == url  # private: the notifier keeps the real URL out of repr and errors
     assert notifier._headers["Authorization"] == "Bearer tok-123"
     assert "tok-123" not in repr(notifier)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("SET GLOBAL gtid_slave_pos = '0-1-3';\nCHANGE MASTER TO master_use_gtid = slave_pos;",
+     {"gtid": "0-1-3", "file": None, "pos": None}),
+    ("CHANGE MASTER TO MASTER_LOG_FILE='mysql-bin.000042', MASTER_LOG_POS=1234",
+     {"gtid": None, "file": "mysql-bin.000042", "pos": 1234}),
+    ("", None), (None, None),
+])
+def test_parse_slave_info(text, expected):
+    from operators.backup import parse_slave_info
+    got = parse_slave_info(text)
+    assert (got if got is None else {k: got[k] for k in ("gtid", "file", "pos")}) == expected
