@@ -44,16 +44,22 @@ def run(script: str, *args: str, stdin: bytes = b"", timeout: float = 120) -> tu
 
 def pipeline(db_argv: list, st_argv: list, db_stdin: bytes, timeout: float = 120) -> tuple:
     """Two processes joined by an OS pipe (no Python of ours in the data path)."""
+    import threading
     db = subprocess.Popen(db_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     st = subprocess.Popen(st_argv, stdin=db.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     db.stdout.close()
+    # drain the backup's log while it streams: mariabackup logs a line per file, and a full stderr
+    # pipe would block it (and the receiver would wait for EOF forever)
+    db_err_parts: list[bytes] = []
+    drain = threading.Thread(target=lambda: db_err_parts.append(db.stderr.read()), daemon=True)
+    drain.start()
     db.stdin.write(db_stdin)
     db.stdin.close()
     st_out, st_err = st.communicate(timeout=timeout)
-    db_err = db.stderr.read()
     db.wait(timeout=timeout)
+    drain.join(timeout)
     db.stderr.close()
-    return db.returncode, db_err.decode(), st.returncode, st_err.decode()
+    return db.returncode, b"".join(db_err_parts).decode(), st.returncode, st_err.decode()
 
 
 def checksums(server, tables) -> dict:
