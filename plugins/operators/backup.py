@@ -165,6 +165,41 @@ class HostScriptOperator(BaseOperator):
         if self._pipeline is not None:
             self._pipeline.terminate()
 
+    def _discard_leftovers(self) -> None:
+        """Remove this instance's label directories without a manifest: backups a dead worker left.
+
+        Safe: one run per instance at a time (max_active_runs=1), and discard refuses any
+        directory holding a manifest.
+        """
+        step = self.run_steps([(self.instance.storage.ssh_conn_id,
+                                self.storage_script("list", "--dir", self.instance.storage.base_dir,
+                                                    "--instance", self.instance.name))], timeout=600)[0]
+        raise_for(step, "listing earlier backups")
+        for label_dir in step.result.get("incomplete") or []:
+            if not is_label(label_dir.rstrip("/").rsplit("/", 1)[-1]):
+                continue  # never anything but an unfinished backup
+            self.log.warning("discarding %s: an earlier backup that never finished (no manifest)", label_dir)
+            self._discard(label_dir)
+            # and the scratch copy a killed verify of it may have left (a whole extracted datadir)
+            self._discard(self.scratch_dir(label_dir.rstrip("/").rsplit("/", 1)[-1]))
+        # catalog rows still 'running' from a worker that died: one run at a time, so they are stale
+        for row in self.catalog.backups(instance=self.instance.name, status="running"):
+            self.log.warning("backup %s was left running by an earlier run: marked failed", row["label"])
+            self.catalog.fail_backup(self.instance.name, row["label"],
+                                     "abandoned: the run that started it stopped before it finished")
+
+    def scratch_dir(self, label: str) -> str:
+        return scratch_path(self.instance.storage.base_dir, self.instance.name, label)
+
+    def _discard(self, label_dir: str) -> None:
+        try:
+            step = self.run_steps([(self.instance.storage.ssh_conn_id,
+                                    self.storage_script("discard", "--dir", label_dir))], timeout=600)[0]
+            if not step.ok:
+                self.log.warning("could not discard %s: %s", label_dir, step.error())
+        except Exception as exc:  # noqa: BLE001 - cleanup must not mask the real failure
+            self.log.warning("could not discard %s: %s", label_dir, exc)
+
 
 class CollectFactsOperator(HostScriptOperator):
     """Live facts of the instance and of each of its replicas, recorded in the catalog."""
@@ -231,6 +266,8 @@ class ReserveSpaceOperator(HostScriptOperator):
         reserve = step.result
         self.log.info("reserve file %s: %s (%s bytes)", reserve.get("path"), reserve.get("action"),
                       reserve.get("size_bytes"))
+        # what a dead run left on storage goes first: it frees space before the space is checked
+        self._discard_leftovers()
         # the stored artifact, plus the scratch copy verify extracts and prepares next to it
         artifact = planner.estimate_backup_bytes(self.catalog.history_sizes(self.instance.name),
                                                  src.get("data_bytes"), pol.compress)
@@ -265,7 +302,6 @@ class FullBackupOperator(HostScriptOperator):
         label_dir = f"{self.instance.storage.base_dir}/{self.instance.name}/{label}"
         artifact = ARTIFACT_BASE + SUFFIX[pol.compress]
         ti.xcom_push(key="label", value=label)
-        self._discard_leftovers()
         self.catalog.start_backup(self.instance.name, label, context.get("run_id") or "", inst.name, inst.host,
                                   inst.port, started, self.instance.storage.ssh_conn_id, label_dir)
         db_args = ["--flavor", inst.flavor, "--host", inst.host, "--port", str(inst.port),
@@ -295,42 +331,6 @@ class FullBackupOperator(HostScriptOperator):
                 "seconds": seconds, "size_bytes": store.result["size_bytes"], "sha256": store.result["sha256"],
                 "source": src, "db": {k: db.result.get(k) for k in ("tool", "checkpoints", "binlog",
                                                                      "server_version", "seconds")}}
-
-    def _discard_leftovers(self) -> None:
-        """Remove this instance's label directories without a manifest: backups a dead worker left.
-
-        Safe: one run per instance at a time (max_active_runs=1), and discard refuses any
-        directory holding a manifest.
-        """
-        step = self.run_steps([(self.instance.storage.ssh_conn_id,
-                                self.storage_script("list", "--dir", self.instance.storage.base_dir,
-                                                    "--instance", self.instance.name))], timeout=600)[0]
-        raise_for(step, "listing earlier backups")
-        for label_dir in step.result.get("incomplete") or []:
-            if not is_label(label_dir.rstrip("/").rsplit("/", 1)[-1]):
-                continue  # never anything but an unfinished backup
-            self.log.warning("discarding %s: an earlier backup that never finished (no manifest)", label_dir)
-            self._discard(label_dir)
-            # and the scratch copy a killed verify of it may have left (a whole extracted datadir)
-            self._discard(self.scratch_dir(label_dir.rstrip("/").rsplit("/", 1)[-1]))
-        # catalog rows still 'running' from a worker that died: one run at a time, so they are stale
-        for row in self.catalog.backups(instance=self.instance.name, status="running"):
-            self.log.warning("backup %s was left running by an earlier run: marked failed", row["label"])
-            self.catalog.fail_backup(self.instance.name, row["label"],
-                                     "abandoned: the run that started it stopped before it finished")
-
-    def scratch_dir(self, label: str) -> str:
-        return scratch_path(self.instance.storage.base_dir, self.instance.name, label)
-
-    def _discard(self, label_dir: str) -> None:
-        try:
-            step = self.run_steps([(self.instance.storage.ssh_conn_id,
-                                    self.storage_script("discard", "--dir", label_dir))], timeout=600)[0]
-            if not step.ok:
-                self.log.warning("could not discard %s: %s", label_dir, step.error())
-        except Exception as exc:  # noqa: BLE001 - cleanup must not mask the real failure
-            self.log.warning("could not discard %s: %s", label_dir, exc)
-
 
 class VerifyBackupOperator(HostScriptOperator):
     """Re-read and checksum the artifact, extract a scratch copy and prepare it."""
