@@ -26,6 +26,16 @@ os.environ.pop("MYSQL_BACKUP_CATALOG_URL", None)
 os.environ.pop("MYSQL_BACKUP_CMDB", None)
 
 
+def pytest_configure(config):
+    """SIGTERM (a CI time limit, `timeout`) becomes KeyboardInterrupt, so fixture teardown still
+    stops every server a test started instead of leaving them running."""
+    import signal
+
+    def _interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_SESSION_HOME, ignore_errors=True)
 
