@@ -164,8 +164,10 @@ class MariaDB:
         return proc
 
     def connect(self, db: str | None = None, **kw) -> pymysql.connections.Connection:
+        """A root connection over the socket (autocommit unless the caller says otherwise)."""
+        kw.setdefault("autocommit", True)
         return pymysql.connect(unix_socket=self.socket, user="root", password="", database=db,
-                               charset="utf8mb4", autocommit=True, connect_timeout=5, **kw)
+                               charset="utf8mb4", connect_timeout=5, **kw)
 
     def sql(self, query: str, args=None, db: str | None = None) -> list[tuple]:
         """Run one statement as root; returns its rows."""

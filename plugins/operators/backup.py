@@ -27,6 +27,14 @@ ARTIFACT_BASE = "backup.xbstream"
 SUFFIX = {"none": "", "gzip": ".gz", "zstd": ".zst"}
 
 
+def mysql_login(conn_id: str):
+    """A MySQL connection from Airflow that names a user (fails for good when it does not)."""
+    conn = BaseHook.get_connection(conn_id)
+    if not conn.login:
+        raise AirflowFailException(f"connection {conn_id!r} has no login: set the MySQL user")
+    return conn
+
+
 def raise_for(step: StepResult, what: str) -> None:
     """Map a failed host-script step to the task outcome: fail for good, or let Airflow retry."""
     if step.ok:
@@ -150,9 +158,7 @@ class HostScriptOperator(BaseOperator):
     @staticmethod
     def credentials(inst: Instance) -> bytes:
         """The backup user's credentials as one JSON line, for the host script's stdin only."""
-        conn = BaseHook.get_connection(inst.mysql_conn_id)
-        if not conn.login:
-            raise AirflowFailException(f"connection {inst.mysql_conn_id!r} has no login: set the backup user")
+        conn = mysql_login(inst.mysql_conn_id)
         return (json.dumps({"user": conn.login, "password": conn.password or ""}) + "\n").encode()
 
     def by_name(self, name: str) -> Instance:

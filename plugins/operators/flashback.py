@@ -13,18 +13,15 @@ from datetime import datetime, timezone
 from functools import partial
 from typing import Any
 
-from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowFailException
 
 from mysqlbackup.cmdb import cmdb_path, load_cmdb
 from mysqlbackup.flashback.select import Selection, SelectionError
-from operators.backup import HostScriptOperator, raise_for
+from operators.backup import HostScriptOperator, mysql_login, raise_for
 
 
 def _conn_kwargs(conn_id: str, host: str, port: int) -> dict:
-    conn = BaseHook.get_connection(conn_id)
-    if not conn.login:
-        raise AirflowFailException(f"connection {conn_id!r} has no login")
+    conn = mysql_login(conn_id)
     return {"host": conn.host or host, "port": int(conn.port or port), "user": conn.login,
             "password": conn.password or "", "charset": "utf8mb4", "connect_timeout": 10}
 

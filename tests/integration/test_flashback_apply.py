@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import io
-from functools import partial
 
-import pymysql
 import pytest
 
 from mysqlbackup.flashback.apply import ApplyStopped, apply_script, read_script
@@ -27,10 +25,6 @@ COMMIT;
 """
 
 
-def connect(server, **kw):
-    return pymysql.connect(unix_socket=server.socket, user="root", password="", charset="utf8mb4", **kw)
-
-
 @pytest.fixture
 def table(sandbox):
     src = sandbox.source
@@ -48,21 +42,21 @@ def rows(src):
 
 
 def test_script_applies_and_restores(table):
-    report = apply_script(io.StringIO(SCRIPT), partial(connect, table), log=lambda _: None)
+    report = apply_script(io.StringIO(SCRIPT), table.connect, log=lambda _: None)
     assert (report.transactions, report.statements, report.stopped_at) == (2, 4, None)
     assert rows(table) == [(1, "a"), (2, "b"), (3, "c 😀")]
 
 
 def test_update_of_an_unchanged_row_counts_as_matched(table):
     table.sql("UPDATE fa.t SET v='b' WHERE id=2")  # already the before-image: matched, not changed
-    apply_script(io.StringIO(SCRIPT), partial(connect, table), log=lambda _: None)
+    apply_script(io.StringIO(SCRIPT), table.connect, log=lambda _: None)
     assert rows(table) == [(1, "a"), (2, "b"), (3, "c 😀")]
 
 
 def test_a_row_changed_since_stops_and_rolls_back_that_transaction(table):
     table.sql("DELETE FROM fa.t WHERE id=9")  # someone already removed it: the second block must not apply
     with pytest.raises(ApplyStopped) as info:
-        apply_script(io.StringIO(SCRIPT), partial(connect, table), log=lambda _: None)
+        apply_script(io.StringIO(SCRIPT), table.connect, log=lambda _: None)
     rep = info.value.report
     assert rep.transactions == 1 and rep.stopped_at["line"] == 11
     assert "matched no row" in str(info.value) and "`id`=9" in str(info.value)
@@ -73,12 +67,12 @@ def test_a_row_changed_since_stops_and_rolls_back_that_transaction(table):
 def test_a_failing_statement_rolls_back_its_whole_transaction(table):
     table.sql("INSERT INTO fa.t VALUES (3, 'again')")  # the INSERT of row 3 will hit a duplicate key
     with pytest.raises(ApplyStopped, match="Duplicate entry"):
-        apply_script(io.StringIO(SCRIPT), partial(connect, table), log=lambda _: None)
+        apply_script(io.StringIO(SCRIPT), table.connect, log=lambda _: None)
     assert rows(table) == [(1, "A"), (2, "B"), (3, "again"), (9, "z")]  # row 2 not half-applied
 
 
 def test_dry_run_changes_nothing(table):
-    report = apply_script(io.StringIO(SCRIPT), partial(connect, table), log=lambda _: None, dry_run=True)
+    report = apply_script(io.StringIO(SCRIPT), table.connect, log=lambda _: None, dry_run=True)
     assert report.transactions == 2
     assert rows(table) == [(1, "A"), (2, "B"), (9, "z")]
 
@@ -92,7 +86,7 @@ def test_incomplete_script_is_refused_before_anything_runs():
 
 def test_truncated_script_applies_nothing(table):
     with pytest.raises(ValueError, match="no COMMIT"):
-        apply_script(io.StringIO(SCRIPT.rsplit("COMMIT;", 1)[0]), partial(connect, table), log=lambda _: None)
+        apply_script(io.StringIO(SCRIPT.rsplit("COMMIT;", 1)[0]), table.connect, log=lambda _: None)
     assert rows(table) == [(1, "A"), (2, "B"), (9, "z")]
 
 
@@ -134,12 +128,12 @@ def test_what_the_binlog_cannot_account_for_is_refused_before_anything_runs(tabl
     for stmt in setup:
         table.sql(stmt)
     with pytest.raises(ApplyRefused, match="nothing applied") as info:
-        apply_script(io.StringIO(SCRIPT), partial(connect, table), log=lambda _: None)
+        apply_script(io.StringIO(SCRIPT), table.connect, log=lambda _: None)
     assert message in str(info.value) and "--force" in str(info.value)
     assert rows(table) == [(1, "A"), (2, "B"), (9, "z")]
     if "MyISAM" not in message and "versioned" not in message:
         warnings: list[str] = []
-        apply_script(io.StringIO(SCRIPT), partial(connect, table), log=warnings.append, force=True)
+        apply_script(io.StringIO(SCRIPT), table.connect, log=warnings.append, force=True)
         assert rows(table) == [(1, "a"), (2, "b"), (3, "c 😀")]
         assert any(message in w for w in warnings)
 

@@ -9,10 +9,8 @@ import io
 import os
 import random
 import subprocess
-from functools import partial
 from pathlib import Path
 
-import pymysql
 import pytest
 
 from mysqlbackup.flashback.apply import apply_script
@@ -154,8 +152,7 @@ def test_flashback_restores_the_start_of_the_window(server, tmp_path, seed):
     assert summary.rows > 100 and summary.transactions > 50
     text = out.read_text()
     assert text.startswith("-- mysql-flashback: inverse of") and "SET time_zone='+00:00';" in text
-    report = apply_script(io.StringIO(text), partial(pymysql.connect, unix_socket=src.socket, user="root",
-                                                     password="", charset="utf8mb4"), log=lambda _m: None)
+    report = apply_script(io.StringIO(text), src.connect, log=lambda _m: None)
     assert report.transactions == summary.transactions
     assert checksums(conn) == before
 
@@ -170,8 +167,7 @@ def test_table_and_type_filters(server, tmp_path):
                           start_position=f"{start[0]}:{start[1]}")
     summary = generate_from_files(binlogs(src), sel, str(out), str(tmp_path))
     assert set(k for k, v in summary.per_table.items() if sum(v.values())) == {"fb db.ünï"}
-    apply_script(io.StringIO(out.read_text()), partial(pymysql.connect, unix_socket=src.socket, user="root",
-                                                       password="", charset="utf8mb4"), log=lambda _m: None)
+    apply_script(io.StringIO(out.read_text()), src.connect, log=lambda _m: None)
     after = checksums(conn)
     assert after["fb db.ünï"] == before["fb db.ünï"]
     assert after["fb db.typed"] != before["fb db.typed"]  # untouched by this flashback
@@ -375,7 +371,7 @@ def test_a_row_changed_again_after_the_window_stops_the_apply(server, tmp_path):
     with conn.cursor() as cur:
         cur.execute("UPDATE `fb db`.`ünï` SET v = 3.0 WHERE a = 700")   # someone changed it again since
     sel = Selection.parse(start_position=f"{start[0]}:{start[1]}", stop_position=f"{stop[0]}:{stop[1]}")
-    connect = partial(pymysql.connect, unix_socket=src.socket, user="root", password="", charset="utf8mb4")
+    connect = src.connect
     generate_from_files(binlogs(src), sel, str(tmp_path / "row.sql"), str(tmp_path))
     with pytest.raises(ApplyStopped, match="matched no row"):
         apply_script(io.StringIO((tmp_path / "row.sql").read_text()), connect, log=lambda _m: None)
@@ -402,7 +398,7 @@ def test_two_processes_write_exactly_what_one_writes(server, tmp_path, monkeypat
     assert (tmp_path / "two.sql").read_bytes() == (tmp_path / "one.sql").read_bytes()
     assert not list(tmp_path.glob("*.part*"))
     apply_script(io.StringIO((tmp_path / "two.sql").read_text()),
-                 partial(pymysql.connect, unix_socket=src.socket, user="root", password="", charset="utf8mb4"),
+                 src.connect,
                  log=lambda _m: None)
     assert checksums(conn) == before
 
@@ -425,7 +421,7 @@ def test_generated_and_invisible_columns(server, tmp_path):
     stop = master_pos(conn)
     sel = Selection.parse(tables=["`fb db`.gen"], start_position=f"{start[0]}:{start[1]}",
                           stop_position=f"{stop[0]}:{stop[1]}")
-    connect = partial(pymysql.connect, unix_socket=src.socket, user="root", password="", charset="utf8mb4")
+    connect = src.connect
     root = {"unix_socket": src.socket, "user": "root", "password": ""}
     assert generated_columns(root)[("fb db", "gen")] == {"v", "st"}
 

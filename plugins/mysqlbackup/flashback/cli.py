@@ -150,21 +150,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def cmd_apply(args: argparse.Namespace) -> int:
+def apply_file(path: str, args: argparse.Namespace, log=None, dry_run: bool = False) -> int:
+    """Apply a flashback file to the target named by the --target-* options; the exit code."""
     import pymysql
 
     from mysqlbackup.flashback.apply import ApplyStopped, apply_script
+    log = log or _log
     kw = connection_args(args, "target_")
     try:
-        with open(args.file, encoding="utf-8") as f:
-            report = apply_script(f, partial(pymysql.connect, **kw), log=_log, dry_run=args.dry_run,
-                                  force=args.force)
+        with open(path, encoding="utf-8") as f:
+            report = apply_script(f, partial(pymysql.connect, **kw), log=log, dry_run=dry_run,
+                                  force=getattr(args, "force", False))
     except ApplyStopped as exc:
-        _log(f"STOPPED: {exc}")
+        log(f"STOPPED: {exc}")
         return EXIT_STOPPED
-    _log(f"{'dry run: ' if args.dry_run else ''}applied {report.transactions} transactions, "
-         f"{report.statements} statements in {report.seconds:.1f} s")
+    log(f"{'dry run: ' if dry_run else ''}applied {report.transactions} transactions, "
+        f"{report.statements} statements in {report.seconds:.1f} s")
     return EXIT_OK
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    return apply_file(args.file, args, dry_run=args.dry_run)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ from mysqlbackup.binlog.events import (parse_format_description, parse_gtid, par
                                        parse_table_map)
 from mysqlbackup.flashback.ddl import classify, touched_tables
 from mysqlbackup.flashback.plan import TableSQL
-from mysqlbackup.flashback.select import Gtid, Position, Selection
+from mysqlbackup.flashback.select import Gtid, Selection
 from mysqlbackup.flashback.spool import Spool
 
 _ROWS = frozenset(F.ROWS_EVENT_KIND)
@@ -137,7 +137,7 @@ class Flashback:
         tx_rows = 0
         tx_selected = True
         positioned = sel.start_position is not None or sel.stop_position is not None
-        start_pos, stop_pos = sel.start_position, sel.stop_position
+        wants_position = sel.wants_position
         timed = sel.start_time is not None or sel.stop_time is not None
         n_events = 0
         last_log = time.monotonic()
@@ -168,10 +168,8 @@ class Flashback:
             if t in _ROWS:
                 if not tx_selected:
                     continue
-                if positioned:
-                    here = Position(ev.file, ev.pos)
-                    if (start_pos is not None and here < start_pos) or (stop_pos is not None and here >= stop_pos):
-                        continue
+                if positioned and not wants_position(ev.file, ev.pos):
+                    continue
                 hdr = parse_rows_header(ev.body, t, rows_post)
                 plan = plans.get(hdr.table_id, False)
                 if not plan:
@@ -252,9 +250,7 @@ class Flashback:
                 tx_where = f"{ev.file}:{ev.pos} ({_utc(ev.timestamp)} UTC)"
                 tx_selected = sel.wants_gtid(gtid) and (
                     not timed or sel.wants_time(datetime.fromtimestamp(ev.timestamp, timezone.utc)))
-                if tx_selected and (not positioned or (
-                        (start_pos is None or Position(ev.file, ev.pos) >= start_pos)
-                        and (stop_pos is None or Position(ev.file, ev.pos) < stop_pos))):
+                if tx_selected and (not positioned or wants_position(ev.file, ev.pos)):
                     self.window_transactions += 1
                 if self._first_event is None:
                     self._first_event = (ev.file, ev.timestamp)
@@ -274,9 +270,7 @@ class Flashback:
                         tx_where = f"{ev.file}:{ev.pos} ({_utc(ev.timestamp)} UTC)"
                         tx_selected = not timed or sel.wants_time(datetime.fromtimestamp(ev.timestamp, timezone.utc))
                     continue
-                if not tx_selected or (positioned and (
-                        (start_pos is not None and Position(ev.file, ev.pos) < start_pos)
-                        or (stop_pos is not None and Position(ev.file, ev.pos) >= stop_pos))):
+                if not tx_selected or (positioned and not wants_position(ev.file, ev.pos)):
                     continue
                 touched = touched_tables(q.statement, q.schema or None)
                 if what == "dml":
@@ -298,6 +292,38 @@ class Flashback:
         if first:
             summary.first = f"{first[0]}:{first[1]} ({_utc(first[2])} UTC)"
             summary.last = f"{last[0]}:{last[1]} ({_utc(last[2])} UTC)"
+
+    # -- one run in two processes -------------------------------------------------------------
+    def state(self) -> dict:
+        """What this (partial) run learned, picklable, for ``absorb`` in the parent process."""
+        s = self.summary
+        return {"rows": s.rows, "transactions": s.transactions, "events": s.events, "first": s.first,
+                "last": s.last, "per_table": {k: dict(v) for k, v in s.per_table.items()},
+                "tables_seen": self.tables_seen, "tables_with_rows": self.tables_with_rows, "ddl": self.ddl,
+                "window_transactions": self.window_transactions, "gtids_found": self.gtids_found,
+                "gtid_range": self.gtid_range, "first_event": self._first_event, "last_event": self._last_event}
+
+    def absorb(self, older: dict, newer: dict) -> None:
+        """Take in the states of the two halves of the range, older half first."""
+        s = self.summary
+        for r in (older, newer):
+            s.rows += r["rows"]
+            s.transactions += r["transactions"]
+            s.events += r["events"]
+            for name, counts in r["per_table"].items():
+                s.per_table.setdefault(name, Counter()).update(counts)
+            self.tables_seen |= r["tables_seen"]
+            self.tables_with_rows |= r["tables_with_rows"]
+            self.ddl += r["ddl"]
+            self.window_transactions += r["window_transactions"]
+            self.gtids_found |= r["gtids_found"]
+            for d, (lo, hi) in r["gtid_range"].items():
+                cur = self.gtid_range.setdefault(d, [lo, hi])
+                cur[0], cur[1] = min(cur[0], lo), max(cur[1], hi)
+        s.first = older["first"] or newer["first"]
+        s.last = newer["last"] or older["last"]
+        self._first_event = older["first_event"] or newer["first_event"]
+        self._last_event = newer["last_event"] or older["last_event"]
 
     # -- after the loop ------------------------------------------------------------------------
     def check(self) -> None:
@@ -458,13 +484,7 @@ def _work(files: list[str], start, stop, selection: Selection, where: str, spool
         fb.feed(iter_events(files, start, stop))
         with open(part, "wb") as out:
             fb.spool.write_reversed(out)
-        s = fb.summary
-        return {"rows": s.rows, "transactions": s.transactions, "events": s.events,
-                "window_transactions": fb.window_transactions, "gtids_found": fb.gtids_found,
-                "gtid_range": fb.gtid_range,
-                "per_table": {k: dict(v) for k, v in s.per_table.items()}, "first": s.first, "last": s.last,
-                "tables_seen": fb.tables_seen, "tables_with_rows": fb.tables_with_rows, "ddl": fb.ddl,
-                "first_event": fb._first_event, "last_event": fb._last_event}
+        return fb.state()
     finally:
         fb.close()
 
@@ -474,8 +494,8 @@ def _generate_parallel(files, selection, output_path, spool_dir, log, where, spl
     """Two processes, each inverting half the range; the newer half's script comes first."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
-    start = (selection.start_position.file, selection.start_position.pos) if selection.start_position else None
-    stop = (selection.stop_position.file, selection.stop_position.pos) if selection.stop_position else None
+    start = selection.start_position.coords if selection.start_position else None
+    stop = selection.stop_position.coords if selection.stop_position else None
     parts = [f"{output_path}.part{i}" for i in (1, 2)]
     t0 = time.monotonic()
     log(f"reading in 2 processes, split at {split[0]}:{split[1]}")
@@ -486,25 +506,7 @@ def _generate_parallel(files, selection, output_path, spool_dir, log, where, spl
             a, b = older.result(), newer.result()
         fb = Flashback(selection, source, spool_dir, log, 1e9, where, generated)
         try:
-            s = fb.summary
-            for r in (a, b):
-                s.rows += r["rows"]
-                s.transactions += r["transactions"]
-                s.events += r["events"]
-                for name, counts in r["per_table"].items():
-                    s.per_table.setdefault(name, Counter()).update(counts)
-                fb.tables_seen |= r["tables_seen"]
-                fb.tables_with_rows |= r["tables_with_rows"]
-                fb.ddl += r["ddl"]
-                fb.window_transactions += r["window_transactions"]
-                fb.gtids_found |= r["gtids_found"]
-                for d, (lo, hi) in r["gtid_range"].items():
-                    cur = fb.gtid_range.setdefault(d, [lo, hi])
-                    cur[0], cur[1] = min(cur[0], lo), max(cur[1], hi)
-            s.first = a["first"] or b["first"]
-            s.last = b["last"] or a["last"]
-            fb._first_event = a["first_event"] or b["first_event"]
-            fb._last_event = b["last_event"] or a["last_event"]
+            fb.absorb(a, b)
             fb._t0 = t0
             return fb.write(output_path, parts=[parts[1], parts[0]])
         finally:
@@ -536,9 +538,8 @@ def generate_from_files(files: list[str], selection: Selection, output_path: str
     if jobs is None:
         jobs = 2 if (os.cpu_count() or 1) >= 2 else 1
     if jobs > 1:
-        split = _split_point(files, (start[0], selection.start_position.pos) if start else None,
-                             (selection.stop_position.file, selection.stop_position.pos)
-                             if selection.stop_position else None)
+        split = _split_point(files, selection.start_position.coords if start else None,
+                             selection.stop_position.coords if selection.stop_position else None)
         if split is not None:
             return _generate_parallel(files, selection, output_path, spool_dir, log or (lambda _m: None), where,
                                       split, source, generated)
@@ -611,20 +612,19 @@ def generate_from_live(connect_kwargs: dict, selection: Selection, output_path: 
 def main(args, selection: Selection, log: Callable[[str], None]) -> int:
     """The CLI's generate command."""
     import glob
+
+    from mysqlbackup.flashback.cli import apply_file, connection_args
     files = list(args.binlog or [])
     if args.binlog_dir:
         files += [p for p in glob.glob(os.path.join(args.binlog_dir, "*.[0-9][0-9][0-9][0-9][0-9][0-9]"))]
+    server = connection_args(args) if (args.host or args.socket or args.defaults_file) else None
     if files:
-        from mysqlbackup.flashback.cli import connection_args
-        generated = None
-        if args.host or args.socket or args.defaults_file:  # a server to ask about generated columns
-            generated = generated_columns(connection_args(args))
+        # a server given beside the files is asked which columns are generated
         summary = generate_from_files(files, selection, args.output, args.tmpdir, log, args.progress_seconds,
-                                      args.where, generated=generated)
-    elif args.host or args.socket or args.defaults_file:
-        from mysqlbackup.flashback.cli import connection_args
-        summary = generate_from_live(connection_args(args), selection, args.output, args.tmpdir, log,
-                                     args.progress_seconds, args.server_id, args.where)
+                                      args.where, generated=generated_columns(server) if server else None)
+    elif server:
+        summary = generate_from_live(server, selection, args.output, args.tmpdir, log, args.progress_seconds,
+                                     args.server_id, args.where)
     else:
         raise FlashbackError("no source: give archived binlogs (--binlog-dir or --binlog) or a live server "
                              "(--host/--port, --socket or --defaults-file)")
@@ -635,18 +635,5 @@ def main(args, selection: Selection, log: Callable[[str], None]) -> int:
         if sum(counts.values()):
             log(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     if getattr(args, "apply", False):
-        import pymysql
-
-        from mysqlbackup.flashback.apply import ApplyStopped, apply_script
-        from functools import partial
-
-        from mysqlbackup.flashback.cli import connection_args
-        try:
-            with open(summary.output, encoding="utf-8") as f:
-                report = apply_script(f, partial(pymysql.connect, **connection_args(args, "target_")), log=log,
-                                      force=getattr(args, "force", False))
-        except ApplyStopped as exc:
-            log(f"STOPPED: {exc}")
-            return 3
-        log(f"applied {report.transactions} transactions, {report.statements} statements")
+        return apply_file(summary.output, args, log)
     return 0

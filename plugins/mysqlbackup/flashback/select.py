@@ -26,6 +26,11 @@ class Position:
     def __str__(self) -> str:
         return f"{self.file}:{self.pos}"
 
+    @property
+    def coords(self) -> tuple[str, int]:
+        """(file, pos), as the binlog readers take it."""
+        return self.file, self.pos
+
 
 @dataclass(frozen=True, order=True)
 class Gtid:
@@ -180,6 +185,13 @@ class Selection:
         if self.start_gtid and gtid.seq < self.start_gtid.seq:
             return False
         return not (self.stop_gtid and gtid.seq > self.stop_gtid.seq)
+
+    def wants_position(self, file: str, pos: int) -> bool:
+        """Is an event at file:pos inside the position window (start inclusive, stop exclusive)?"""
+        here = Position(file, pos)
+        if self.start_position is not None and here < self.start_position:
+            return False
+        return not (self.stop_position is not None and here >= self.stop_position)
 
     def wants_time(self, when: datetime) -> bool:
         """Start inclusive, stop exclusive."""
