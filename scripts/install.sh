@@ -45,6 +45,13 @@ install_system() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# pip, without the warning it prints per package for each missing find-links folder of the
+# machine's pip.conf (hundreds of lines that bury the real output)
+pip_quiet() {
+  "${ROOT}/.venv/bin/pip" -q --disable-pip-version-check "$@" 2>&1 \
+    | sed -e "/^WARNING: Location 'file:.*' is ignored: it is neither a file nor a directory\.$/d" >&2
+}
+
 install_python() {
   local reqs="requirements.txt" stamp
   [[ "${1:-}" == "--dev" ]] && reqs="requirements-dev.txt"
@@ -58,8 +65,8 @@ install_python() {
     return
   fi
   log "installing python packages from ${reqs} (pinned by constraints.txt)"
-  "${ROOT}/.venv/bin/pip" install -q --disable-pip-version-check --upgrade pip wheel
-  "${ROOT}/.venv/bin/pip" install -q --disable-pip-version-check -r "${ROOT}/${reqs}" -c "${ROOT}/constraints.txt"
+  pip_quiet install --upgrade pip wheel
+  pip_quiet install -r "${ROOT}/${reqs}" -c "${ROOT}/constraints.txt"
   printf '%s\n' "${stamp}" >> "${ROOT}/.venv/.installed"
 }
 

@@ -13,7 +13,13 @@ main() {
   cd "${ROOT}"
   "${ROOT}/.venv/bin/ruff" check --select F,E9 plugins dags include/scripts sandbox tests bench
   local rc=0
-  "${ROOT}/.venv/bin/python" -m pytest -p no:cacheprovider "$@" || rc=$?
+  # pytest.ini bounds each test and the session; this outer limit only catches a hang after the
+  # session (SIGTERM lets fixture teardown stop the servers, then KILL)
+  timeout --kill-after=60 "${TEST_TIME_LIMIT:-70m}" \
+    "${ROOT}/.venv/bin/python" -m pytest -p no:cacheprovider "$@" || rc=$?
+  if (( rc == 124 )); then
+    echo "the test run did not end within ${TEST_TIME_LIMIT:-70m}" >&2
+  fi
   if (( rc == 5 )); then
     echo "pytest collected no tests: that is a failure here" >&2
     exit 1

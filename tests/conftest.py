@@ -19,6 +19,9 @@ os.environ.update({
     "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
     "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
     "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+    # Airflow records the worker's FQDN on every task run; a CI machine whose hostname is not
+    # in /etc/hosts would wait on DNS each time
+    "AIRFLOW__CORE__HOSTNAME_CALLABLE": "socket.gethostname",
     "MYSQL_BACKUP_TASK_RETRIES": "0",
     "MYSQL_BACKUP_HOME": os.path.join(_SESSION_HOME, "mysql-backup"),
 })

@@ -500,7 +500,9 @@ def _generate_parallel(files, selection, output_path, spool_dir, log, where, spl
     t0 = time.monotonic()
     log(f"reading in 2 processes, split at {split[0]}:{split[1]}")
     try:
-        with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
+        # spawn, not fork: the caller (an Airflow task, a test run) may have threads, and a
+        # forked child can deadlock on a lock one of them held (logging, imports)
+        with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
             older = pool.submit(_work, files, start, split, selection, where, spool_dir, parts[0], generated)
             newer = pool.submit(_work, files, split, stop, selection, where, spool_dir, parts[1], generated)
             a, b = older.result(), newer.result()
