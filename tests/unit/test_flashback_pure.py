@@ -155,3 +155,23 @@ def test_spool_handles_many_statements_across_chunks(tmp_path):
     expected = "".join(f"-- {t}\nBEGIN;\n" + "".join(s + "\n" for s in reversed(stmts)) + "COMMIT;\n"
                        for t, stmts in reversed(list(enumerate(txs))))
     assert out.getvalue().decode() == expected
+
+
+def test_cli_runs_in_the_project_venv_whatever_python_starts_it():
+    """A DBA runs bin/mysql-flashback with any python3: it re-executes in .venv (pymysql is there)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    cli = Path(__file__).resolve().parents[2] / "bin" / "mysql-flashback"
+    base = Path(sys.base_prefix) / "bin" / "python3"
+    if not (Path(sys.prefix) / "pyvenv.cfg").exists() or not base.exists():
+        pytest.skip("the tests do not run in a venv")
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/")}
+    res = subprocess.run([str(base), str(cli), "generate", "--help"], capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr
+    assert "--start-position" in res.stdout and "--defaults-file" in res.stdout
+    # past the arguments it needs pymysql, which only .venv has
+    res = subprocess.run([str(base), str(cli), "generate", "--binlog-dir", "/nonexistent", "--start-position", "nope",
+                          "-o", "/nonexistent/undo.sql"], capture_output=True, text=True, env=env)
+    assert res.returncode == 2 and "malformed binlog position 'nope'" in res.stderr, res.stderr

@@ -187,8 +187,13 @@ def _log(message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import pymysql
     args = build_parser().parse_args(argv)
+    try:
+        import pymysql
+    except ImportError:
+        _log("error: the Python module pymysql is missing: run scripts/install.sh (it makes .venv), "
+             "or pip install pymysql")
+        return EXIT_ERROR
     try:
         return cmd_apply(args) if args.command == "apply" else cmd_generate(args)
     except (SelectionError, ValueError) as exc:
