@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mysqlbackup.flashback.apply import apply_script
+from mysqlbackup.flashback.apply import ApplyRefused, apply_script
 from mysqlbackup.flashback.engine import FlashbackError, generate_from_files
 from mysqlbackup.flashback.select import Selection
 
@@ -425,11 +425,50 @@ def test_generated_and_invisible_columns(server, tmp_path):
     root = {"unix_socket": src.socket, "user": "root", "password": ""}
     assert generated_columns(root)[("fb db", "gen")] == {"v", "st"}
 
-    # archived files, no server asked: the script stops at the first generated column, with a hint
+    # archived files, no server asked: apply refuses before anything runs, naming the columns
     generate_from_files(binlogs(src), sel, str(tmp_path / "blind.sql"), str(tmp_path))
     assert "generated columns: unknown" in (tmp_path / "blind.sql").read_text()
+    with pytest.raises(ApplyRefused, match=r"fb db\.gen has generated columns \(v, st\) and the script was written"):
+        apply_script(io.StringIO((tmp_path / "blind.sql").read_text()), connect, log=lambda _m: None)
+    assert src.sql("CHECKSUM TABLE `fb db`.gen EXTENDED") != before  # nothing was applied
+    # --force runs it: the server then refuses the first generated value, with a hint
     with pytest.raises(ApplyStopped, match="generated columns: generate the script with access"):
-        apply_script(io.StringIO((tmp_path / "blind.sql").read_text()), connect, log=lambda _m: None, dry_run=True)
+        apply_script(io.StringIO((tmp_path / "blind.sql").read_text()), connect, log=lambda _m: None, dry_run=True,
+                     force=True)
+
+    # the CLI from archived files with --apply asks the target, and the target defaults to the
+    # source server when one is given: generated columns are left out, the apply is exact
+    import sys
+    cli = Path(__file__).resolve().parents[2] / "bin" / "mysql-flashback"
+    cnf = tmp_path / "root.cnf"
+    cnf.write_text(f"[client]\nuser=root\nsocket={src.socket}\n")
+    argv = [sys.executable, str(cli), "generate", "--binlog-dir", src.datadir, "--tables", "`fb db`.gen",
+            "--start-position", f"{start[0]}:{start[1]}", "--stop-position", f"{stop[0]}:{stop[1]}", "--apply"]
+    res = subprocess.run(argv + ["-o", str(tmp_path / "t1.sql"), "--target-defaults-file", str(cnf)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "2 found on the server" in (tmp_path / "t1.sql").read_text()
+    assert src.sql("CHECKSUM TABLE `fb db`.gen EXTENDED") == before
+    start2 = master_pos(conn)
+    with conn.cursor() as cur:  # the same changes again, for the next way of running it
+        cur.execute("UPDATE `fb db`.gen SET a = a + 5, inv = inv + 1")
+        cur.execute("DELETE FROM `fb db`.gen WHERE id = 1")
+        cur.execute("INSERT INTO `fb db`.gen (id, a, inv) VALUES (3, 30, 8)")
+    stop2 = master_pos(conn)
+    argv[argv.index("--start-position") + 1] = f"{start2[0]}:{start2[1]}"
+    argv[argv.index("--stop-position") + 1] = f"{stop2[0]}:{stop2[1]}"
+    res = subprocess.run(argv + ["-o", str(tmp_path / "t2.sql"), "--defaults-file", str(cnf)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert src.sql("CHECKSUM TABLE `fb db`.gen EXTENDED") == before
+    start = master_pos(conn)
+    with conn.cursor() as cur:
+        cur.execute("UPDATE `fb db`.gen SET a = a + 5, inv = inv + 1")
+        cur.execute("DELETE FROM `fb db`.gen WHERE id = 1")
+        cur.execute("INSERT INTO `fb db`.gen (id, a, inv) VALUES (3, 30, 8)")
+    stop = master_pos(conn)
+    sel = Selection.parse(tables=["`fb db`.gen"], start_position=f"{start[0]}:{start[1]}",
+                          stop_position=f"{stop[0]}:{stop[1]}")
 
     # archived files with a server to ask, and live: generated columns are left out of INSERT and SET
     generate_from_files(binlogs(src), sel, str(tmp_path / "files.sql"), str(tmp_path),

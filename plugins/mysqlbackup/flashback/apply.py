@@ -17,6 +17,10 @@ from typing import Callable, Iterator, TextIO
 from pymysql.constants import CLIENT
 
 
+# the header line of a script written without knowing which columns are generated (engine.Summary)
+UNKNOWN_GENERATED = "-- generated columns: unknown"
+
+
 class ApplyRefused(ValueError):
     """The target has something the binlog cannot account for: nothing was applied."""
 
@@ -34,14 +38,27 @@ def script_tables(statements) -> set[tuple[str, str]]:
     return out
 
 
-def safety_problems(cur, tables: set[tuple[str, str]]) -> list[str]:
-    """What on the target would make the inverse wrong or half-applied, for these tables."""
+def safety_problems(cur, tables: set[tuple[str, str]], generated_known: bool = True) -> list[str]:
+    """What on the target would make the inverse wrong or half-applied, for these tables.
+
+    ``generated_known``: the script was written knowing the generated columns (left out of
+    INSERT and SET); when not, a table with generated columns on the target is a problem
+    (the server refuses to be given their values)."""
     if not tables:
         return []
     pairs = sorted(tables)
     cond = " OR ".join(["({s}=%s AND {t}=%s)"] * len(pairs))
     args = [x for pair in pairs for x in pair]
     problems = []
+    if not generated_known:
+        cur.execute("SELECT TABLE_SCHEMA, TABLE_NAME, GROUP_CONCAT(COLUMN_NAME ORDER BY ORDINAL_POSITION SEPARATOR ', ') "
+                    "FROM information_schema.COLUMNS WHERE IS_GENERATED = 'ALWAYS' AND ("
+                    + cond.format(s="TABLE_SCHEMA", t="TABLE_NAME") + ") GROUP BY TABLE_SCHEMA, TABLE_NAME", args)
+        for schema, table, columns in cur.fetchall():
+            problems.append(f"{schema}.{table} has generated columns ({columns}) and the script was written without "
+                            "asking a server which columns are generated, so it gives them values, which the "
+                            "server refuses: generate it again with --host/--socket/--defaults-file beside "
+                            "--binlog-dir (or with --apply and the --target-* options)")
     cur.execute("SELECT EVENT_OBJECT_SCHEMA, EVENT_OBJECT_TABLE, TRIGGER_NAME, ACTION_TIMING, EVENT_MANIPULATION "
                 "FROM information_schema.TRIGGERS WHERE "
                 + cond.format(s="EVENT_OBJECT_SCHEMA", t="EVENT_OBJECT_TABLE"), args)
@@ -135,6 +152,12 @@ def apply_script(f: TextIO, connect: Callable[..., object], log: Callable[[str],
     non-transactional engines, system-versioned tables and cascading foreign keys make the
     run refuse (``ApplyRefused``) unless ``force``.
     """
+    header = []
+    for line in f:
+        if line.startswith(("-- transaction", "BEGIN;")):
+            break
+        header.append(line)
+    f.seek(0)
     _, check = read_script(f)
     tables: set[tuple[str, str]] = set()
     for _header, _start, stmts in check:
@@ -146,7 +169,8 @@ def apply_script(f: TextIO, connect: Callable[..., object], log: Callable[[str],
     t0 = time.monotonic()
     try:
         with conn.cursor() as cur:
-            problems = safety_problems(cur, tables)
+            problems = safety_problems(cur, tables, generated_known=not any(
+                line.startswith(UNKNOWN_GENERATED) for line in header))
             if problems and not force:
                 raise ApplyRefused("nothing applied; the target has what the binlog cannot account for:\n  - "
                                    + "\n  - ".join(problems)

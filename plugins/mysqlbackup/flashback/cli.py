@@ -84,6 +84,16 @@ def connection_args(args: argparse.Namespace, prefix: str = "") -> dict:
     return kw
 
 
+def target_args(args: argparse.Namespace) -> dict:
+    """Connection of the apply target: the --target-* options; for generate --apply without them,
+    the live source given with --host/--socket/--defaults-file."""
+    given = any(getattr(args, f"target_{k}", None) for k in ("host", "port", "socket", "user", "defaults_file"))
+    source = any(getattr(args, k, None) for k in ("host", "socket", "defaults_file"))
+    if not given and source:
+        return connection_args(args)
+    return connection_args(args, "target_")
+
+
 def _conn_options(p: argparse.ArgumentParser, prefix: str = "", what: str = "the server") -> None:
     dash = prefix.replace("_", "-")
     p.add_argument(f"--{dash}host", help=f"host of {what}")
@@ -135,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap = g.add_argument_group("apply (off unless --apply)")
     ap.add_argument("--apply", action="store_true", help="also apply the generated file to the target")
     ap.add_argument("--force", action="store_true", help="with --apply: see 'apply --force'")
-    _conn_options(ap, "target_", "the target to apply to (default: the live source)")
+    _conn_options(ap, "target_", "the target to apply to (default: the live source given above; also asked "
+                                 "which columns are generated when the source is archived files)")
 
     a = sub.add_parser("apply", help="apply a reviewed flashback file",
                        description="Run a file written by 'generate' on the target: one transaction at a time, "
@@ -156,7 +167,7 @@ def apply_file(path: str, args: argparse.Namespace, log=None, dry_run: bool = Fa
 
     from mysqlbackup.flashback.apply import ApplyStopped, apply_script
     log = log or _log
-    kw = connection_args(args, "target_")
+    kw = target_args(args)
     try:
         with open(path, encoding="utf-8") as f:
             report = apply_script(f, partial(pymysql.connect, **kw), log=log, dry_run=dry_run,

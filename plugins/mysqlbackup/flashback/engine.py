@@ -51,7 +51,7 @@ class Summary:
     seconds: float = 0.0
     output: str = ""
     where_note: str = ""
-    generated_note: str = "unknown (no server was asked); a table with generated columns will stop the apply"
+    generated_note: str = "unknown (no server was asked); apply refuses tables that have them"
 
     def header(self) -> str:
         lines = [f"-- mysql-flashback: inverse of {self.rows} row changes in {self.transactions} transactions",
@@ -615,15 +615,18 @@ def main(args, selection: Selection, log: Callable[[str], None]) -> int:
     """The CLI's generate command."""
     import glob
 
-    from mysqlbackup.flashback.cli import apply_file, connection_args
+    from mysqlbackup.flashback.cli import apply_file, connection_args, target_args
     files = list(args.binlog or [])
     if args.binlog_dir:
         files += [p for p in glob.glob(os.path.join(args.binlog_dir, "*.[0-9][0-9][0-9][0-9][0-9][0-9]"))]
     server = connection_args(args) if (args.host or args.socket or args.defaults_file) else None
+    target = target_args(args) if getattr(args, "apply", False) else None
     if files:
-        # a server given beside the files is asked which columns are generated
+        # a server given beside the files (else the --apply target) is asked which columns are
+        # generated: they are left out of INSERT and SET
+        asked = server or target
         summary = generate_from_files(files, selection, args.output, args.tmpdir, log, args.progress_seconds,
-                                      args.where, generated=generated_columns(server) if server else None)
+                                      args.where, generated=generated_columns(asked) if asked else None)
     elif server:
         summary = generate_from_live(server, selection, args.output, args.tmpdir, log, args.progress_seconds,
                                      args.server_id, args.where)
