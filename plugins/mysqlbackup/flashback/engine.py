@@ -245,9 +245,14 @@ class Flashback:
                 else:
                     rng[0] = min(rng[0], g.seq_no)
                     rng[1] = max(rng[1], g.seq_no)
-                if gtid == sel.start_gtid or gtid == sel.stop_gtid:
-                    self.gtids_found.add(gtid)
                 tx_where = f"{ev.file}:{ev.pos} ({_utc(ev.timestamp)} UTC)"
+                for want in (sel.start_gtid, sel.stop_gtid):
+                    if want is None or (want.domain, want.seq) != (g.domain, g.seq_no):
+                        continue
+                    if want != gtid:  # seq_no is unique in a domain: that GTID is not in this binlog
+                        raise FlashbackError(f"GTID {want} is not in the binlogs: at that sequence number they hold "
+                                             f"{gtid} ({tx_where}); give the GTID with its server_id")
+                    self.gtids_found.add(gtid)
                 tx_selected = sel.wants_gtid(gtid) and (
                     not timed or sel.wants_time(datetime.fromtimestamp(ev.timestamp, timezone.utc)))
                 if tx_selected and (not positioned or wants_position(ev.file, ev.pos)):
