@@ -13,9 +13,10 @@ main() {
   cd "${ROOT}"
   "${ROOT}/.venv/bin/ruff" check --select F,E9 plugins dags include/scripts sandbox tests bench
   local rc=0
-  # pytest.ini bounds each test and the session; this outer limit only catches a hang after the
-  # session (SIGTERM lets fixture teardown stop the servers, then KILL)
-  timeout --kill-after=60 "${TEST_TIME_LIMIT:-70m}" \
+  # pytest.ini and tests/conftest.py bound each test and the session; this outer limit is the
+  # last resort: SIGUSR1 stops the session after fixture teardown has stopped the servers,
+  # then KILL. --foreground keeps pytest in the terminal's process group (Ctrl-C reaches it).
+  timeout --foreground --signal=USR1 --kill-after=90 "${TEST_TIME_LIMIT:-70m}" \
     "${ROOT}/.venv/bin/python" -m pytest -p no:cacheprovider "$@" || rc=$?
   if (( rc == 124 )); then
     echo "the test run did not end within ${TEST_TIME_LIMIT:-70m}" >&2

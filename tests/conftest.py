@@ -29,14 +29,70 @@ os.environ.pop("MYSQL_BACKUP_CATALOG_URL", None)
 os.environ.pop("MYSQL_BACKUP_CMDB", None)
 
 
-def pytest_configure(config):
-    """SIGTERM (a CI time limit, `timeout`) becomes KeyboardInterrupt, so fixture teardown still
-    stops every server a test started instead of leaving them running."""
-    import signal
+_SESSION: list = []
 
-    def _interrupt(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-    signal.signal(signal.SIGTERM, _interrupt)
+
+def pytest_configure(config):
+    """SIGTERM (a CI time limit, `timeout`) becomes KeyboardInterrupt and stops the session, so
+    fixture teardown still stops every server a test started instead of leaving them running.
+    (Code under test may catch the KeyboardInterrupt, as Airflow's task runner does: the stop
+    flag still ends the session after that test.)"""
+    _install_stop_handlers()
+
+
+def _interrupt(signum, frame):
+    for session in _SESSION:
+        session.shouldstop = f"signal {signum}: stopping after this test"
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _install_stop_handlers() -> None:
+    """SIGTERM and SIGUSR1 stop the session. Airflow's task runner takes SIGTERM over while a
+    task runs (and fails only the task): scripts/test.sh's time limit sends SIGUSR1, which
+    nothing else here handles."""
+    import signal
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        if signal.getsignal(sig) is not _interrupt:
+            signal.signal(sig, _interrupt)
+
+
+def pytest_sessionstart(session):
+    _SESSION.append(session)
+
+
+# pytest.ini's timeout fails a test by raising in it; code that swallows that (a task runner)
+# could still hang. Past this limit every thread's stack is dumped and the session is stopped
+# (SIGUSR1, teardown runs); a minute later the process exits, whatever it is doing.
+_HARD_LIMIT_S = float(os.environ.get("TEST_HARD_LIMIT_S", "900"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    import faulthandler
+    import signal
+    import sys
+    import threading
+
+    def stop():
+        sys.stderr.write(f"\n{item.nodeid}: still running after {_HARD_LIMIT_S:.0f} s; stacks:\n")
+        faulthandler.dump_traceback(all_threads=True)
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    def bail_out():
+        sys.stderr.write(f"\n{item.nodeid}: did not stop after SIGTERM; exiting\n")
+        sys.stderr.flush()
+        os._exit(3)
+
+    _install_stop_handlers()  # a test may have replaced them
+    timers = [threading.Timer(_HARD_LIMIT_S, stop), threading.Timer(_HARD_LIMIT_S + 60, bail_out)]
+    for t in timers:
+        t.daemon = True
+        t.start()
+    try:
+        yield
+    finally:
+        for t in timers:
+            t.cancel()
 
 
 def pytest_sessionfinish(session, exitstatus):
