@@ -427,15 +427,20 @@ def test_generated_and_invisible_columns(server, tmp_path):
         cur.execute("CREATE TABLE `fb db`.gen (id INT PRIMARY KEY, a INT, v INT AS (a * 2) VIRTUAL, "
                     "st INT AS (a + 1) STORED, inv INT INVISIBLE DEFAULT 5)")
         cur.execute("INSERT INTO `fb db`.gen (id, a, inv) VALUES (1, 10, 6), (2, 20, 7)")
-    start = master_pos(conn)
     before = src.sql("CHECKSUM TABLE `fb db`.gen EXTENDED")
-    with conn.cursor() as cur:
-        cur.execute("UPDATE `fb db`.gen SET a = a + 5, inv = inv + 1")
-        cur.execute("DELETE FROM `fb db`.gen WHERE id = 1")
-        cur.execute("INSERT INTO `fb db`.gen (id, a, inv) VALUES (3, 30, 8)")
-    stop = master_pos(conn)
-    sel = Selection.parse(tables=["`fb db`.gen"], start_position=f"{start[0]}:{start[1]}",
-                          stop_position=f"{stop[0]}:{stop[1]}")
+
+    def window():
+        """The same changes (update, delete, insert); their window as positions."""
+        first = master_pos(conn)
+        with conn.cursor() as cur:
+            cur.execute("UPDATE `fb db`.gen SET a = a + 5, inv = inv + 1")
+            cur.execute("DELETE FROM `fb db`.gen WHERE id = 1")
+            cur.execute("INSERT INTO `fb db`.gen (id, a, inv) VALUES (3, 30, 8)")
+        last = master_pos(conn)
+        return f"{first[0]}:{first[1]}", f"{last[0]}:{last[1]}"
+
+    start, stop = window()
+    sel = Selection.parse(tables=["`fb db`.gen"], start_position=start, stop_position=stop)
     connect = src.connect
     root = {"unix_socket": src.socket, "user": "root", "password": ""}
     assert generated_columns(root)[("fb db", "gen")] == {"v", "st"}
@@ -457,33 +462,19 @@ def test_generated_and_invisible_columns(server, tmp_path):
     cli = Path(__file__).resolve().parents[2] / "bin" / "mysql-flashback"
     cnf = tmp_path / "root.cnf"
     cnf.write_text(f"[client]\nuser=root\nsocket={src.socket}\n")
-    argv = [sys.executable, str(cli), "generate", "--binlog-dir", src.datadir, "--tables", "`fb db`.gen",
-            "--start-position", f"{start[0]}:{start[1]}", "--stop-position", f"{stop[0]}:{stop[1]}", "--apply"]
-    res = subprocess.run(argv + ["-o", str(tmp_path / "t1.sql"), "--target-defaults-file", str(cnf)],
-                         capture_output=True, text=True)
+    argv = [sys.executable, str(cli), "generate", "--binlog-dir", src.datadir, "--tables", "`fb db`.gen", "--apply"]
+    res = subprocess.run(argv + ["--start-position", start, "--stop-position", stop, "-o", str(tmp_path / "t1.sql"),
+                                 "--target-defaults-file", str(cnf)], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "2 found on the server" in (tmp_path / "t1.sql").read_text()
     assert src.sql("CHECKSUM TABLE `fb db`.gen EXTENDED") == before
-    start2 = master_pos(conn)
-    with conn.cursor() as cur:  # the same changes again, for the next way of running it
-        cur.execute("UPDATE `fb db`.gen SET a = a + 5, inv = inv + 1")
-        cur.execute("DELETE FROM `fb db`.gen WHERE id = 1")
-        cur.execute("INSERT INTO `fb db`.gen (id, a, inv) VALUES (3, 30, 8)")
-    stop2 = master_pos(conn)
-    argv[argv.index("--start-position") + 1] = f"{start2[0]}:{start2[1]}"
-    argv[argv.index("--stop-position") + 1] = f"{stop2[0]}:{stop2[1]}"
-    res = subprocess.run(argv + ["-o", str(tmp_path / "t2.sql"), "--defaults-file", str(cnf)],
-                         capture_output=True, text=True)
+    start, stop = window()
+    res = subprocess.run(argv + ["--start-position", start, "--stop-position", stop, "-o", str(tmp_path / "t2.sql"),
+                                 "--defaults-file", str(cnf)], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert src.sql("CHECKSUM TABLE `fb db`.gen EXTENDED") == before
-    start = master_pos(conn)
-    with conn.cursor() as cur:
-        cur.execute("UPDATE `fb db`.gen SET a = a + 5, inv = inv + 1")
-        cur.execute("DELETE FROM `fb db`.gen WHERE id = 1")
-        cur.execute("INSERT INTO `fb db`.gen (id, a, inv) VALUES (3, 30, 8)")
-    stop = master_pos(conn)
-    sel = Selection.parse(tables=["`fb db`.gen"], start_position=f"{start[0]}:{start[1]}",
-                          stop_position=f"{stop[0]}:{stop[1]}")
+    start, stop = window()
+    sel = Selection.parse(tables=["`fb db`.gen"], start_position=start, stop_position=stop)
 
     # archived files with a server to ask, and live: generated columns are left out of INSERT and SET
     generate_from_files(binlogs(src), sel, str(tmp_path / "files.sql"), str(tmp_path),
