@@ -580,8 +580,8 @@ def cmd_backup(args) -> dict:
                     comp_proc = hostkit.spawn(comp, stdin=tool_proc.stdout, stdout=1, stderr=comp_err)
                 tool_proc.stdout.close()  # the compressor owns the pipe now
             tail = hostkit.relog_lines(tool_proc.stderr, name + ": ", seen=seen)
-            tool_rc = tool_proc.wait()
-            comp_rc = comp_proc.wait() if comp_proc else 0
+            tool_rc = hostkit.wait_proc(tool_proc)
+            comp_rc = hostkit.wait_proc(comp_proc) if comp_proc else 0
         except BaseException:
             hostkit.terminate([tool_proc, comp_proc])
             if state["sql_stopped"] and not state["sql_started"]:

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -480,15 +481,46 @@ def relog_lines(stream, prefix: str, tail=None, keep: int = TAIL_LINES, seen=Non
     """Read a child's output line by line, re-log each line, keep the last ``keep``."""
     from collections import deque
     tail = deque(maxlen=keep) if tail is None else tail
-    for raw in iter(stream.readline, b""):
+
+    def one(raw: bytes) -> None:
         line = raw.decode("utf-8", "replace").rstrip("\r\n")
         if not line.strip():
-            continue
+            return
         tail.append(line)
         if seen is not None:
             seen(line)
         log("%s%s", prefix, line)
+
+    fd, rest = stream.fileno(), b""
+    while True:
+        chunk = read_input(fd, 65536)  # not readline(): a signal must not wait for the next line
+        if not chunk:
+            break
+        *lines, rest = (rest + chunk).split(b"\n")
+        for raw in lines:
+            one(raw)
+    if rest:
+        one(rest)
     return tail
+
+
+def read_to_end(stream) -> bytes:
+    """``stream.read()`` of a child's pipe, waking like read_input."""
+    parts = []
+    while True:
+        chunk = read_input(stream.fileno(), 65536)
+        if not chunk:
+            return b"".join(parts)
+        parts.append(chunk)
+
+
+def wait_proc(proc, tick: float = 1.0) -> int:
+    """``proc.wait()`` that returns to Python at least every ``tick`` seconds (see read_input)."""
+    while True:
+        try:
+            return proc.wait(timeout=tick)
+        except subprocess.TimeoutExpired:
+            pass
 
 
 def tool_version(path: str) -> str:
@@ -609,6 +641,17 @@ def fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def read_input(fd: int, size: int = CHUNK, tick: float = 1.0) -> bytes:
+    """``os.read(fd, size)`` that wakes at least every ``tick`` seconds while waiting.
+
+    CPython runs a signal handler between bytecodes: a SIGTERM that lands just before a
+    blocking read would otherwise wait for the next byte, which may never come."""
+    while True:
+        ready, _, _ = select.select([fd], [], [], tick)
+        if ready:
+            return os.read(fd, size)
 
 
 def sha256_file(path: str) -> tuple:

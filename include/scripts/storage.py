@@ -116,7 +116,7 @@ def cmd_receive(args) -> dict:
     try:
         try:
             while True:
-                chunk = os.read(0, hostkit.CHUNK)
+                chunk = hostkit.read_input(0)
                 if not chunk:
                     break
                 h.update(chunk)
@@ -177,13 +177,13 @@ def _run_extract(flavor: str, artifact: str, scratch: str) -> None:
             ext_proc = hostkit.spawn(ext, stdin=src, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         src.close()
         # both stderr outputs are small; read the extractor's, then the decompressor's
-        ext_err = ext_proc.stderr.read().decode("utf-8", "replace").strip()
-        ext_rc = ext_proc.wait()
+        ext_err = hostkit.read_to_end(ext_proc.stderr).decode("utf-8", "replace").strip()
+        ext_rc = hostkit.wait_proc(ext_proc)
         dec_err = ""
         dec_rc = 0
         if dec_proc:
-            dec_err = dec_proc.stderr.read().decode("utf-8", "replace").strip()
-            dec_rc = dec_proc.wait()
+            dec_err = hostkit.read_to_end(dec_proc.stderr).decode("utf-8", "replace").strip()
+            dec_rc = hostkit.wait_proc(dec_proc)
     except BaseException:
         hostkit.terminate([dec_proc, ext_proc])
         raise
@@ -254,7 +254,7 @@ def _run_prepare(flavor: str, scratch: str, use_memory: str) -> None:
     try:
         tail = hostkit.relog_lines(proc.stdout, name + ": ",
                                    seen=lambda line: completed.append(True) if "completed OK!" in line else None)
-        rc = proc.wait()
+        rc = hostkit.wait_proc(proc)
     except BaseException:
         hostkit.terminate([proc])
         raise

@@ -378,22 +378,33 @@ def test_cut_stream_leaves_nothing_after_discard(sandbox, tmp_path):
     assert not label.exists()
 
 
-def test_receive_interrupted_removes_partial(tmp_path):
+@pytest.mark.parametrize("attempt", range(20))
+def test_receive_interrupted_removes_partial(tmp_path, attempt):
+    """SIGTERM while receive waits for more of the stream (stdin still open). Repeated: a signal
+    that lands just before a blocking read used to wait for the next byte (about 1 run in 8)."""
     label = tmp_path / "l"
     st = subprocess.Popen([PY, STORAGE, "receive", "--dir", str(label), "--artifact", "backup.xbstream"],
                           stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    st.stdin.write(os.urandom(1 << 20))
-    st.stdin.flush()
-    deadline = time.monotonic() + 10
-    partial = label / "backup.xbstream.partial"
-    while not (partial.exists() and partial.stat().st_size > 0) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert partial.exists()
-    st.send_signal(signal.SIGTERM)
-    err = st.stderr.read().decode()
-    st.wait(timeout=30)
-    st.stdin.close()
-    st.stderr.close()
+    try:
+        st.stdin.write(os.urandom(1 << 20))
+        st.stdin.flush()
+        deadline = time.monotonic() + 10
+        partial = label / "backup.xbstream.partial"
+        while not (partial.exists() and partial.stat().st_size > 0) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert partial.exists()
+        st.send_signal(signal.SIGTERM)
+        try:
+            st.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pytest.fail("receive did not stop within 10 s of SIGTERM")
+        err = st.stderr.read().decode()
+    finally:
+        if st.poll() is None:
+            st.kill()
+            st.wait()
+        st.stdin.close()
+        st.stderr.close()
     assert st.returncode == 5 and result_of(err)["verb"] == "receive"
     assert not partial.exists() and not label.exists()
 
