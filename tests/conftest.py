@@ -79,7 +79,7 @@ def pytest_runtest_protocol(item, nextitem):
         os.kill(os.getpid(), signal.SIGUSR1)
 
     def bail_out():
-        sys.stderr.write(f"\n{item.nodeid}: did not stop after SIGTERM; exiting\n")
+        sys.stderr.write(f"\n{item.nodeid}: did not stop after SIGUSR1; exiting\n")
         sys.stderr.flush()
         os._exit(3)
 

@@ -182,12 +182,13 @@ class HostScriptOperator(BaseOperator):
                                                     "--instance", self.instance.name))], timeout=600)[0]
         raise_for(step, "listing earlier backups")
         for label_dir in step.result.get("incomplete") or []:
-            if not is_label(label_dir.rstrip("/").rsplit("/", 1)[-1]):
+            label = label_dir.rstrip("/").rsplit("/", 1)[-1]
+            if not is_label(label):
                 continue  # never anything but an unfinished backup
             self.log.warning("discarding %s: an earlier backup that never finished (no manifest)", label_dir)
             self._discard(label_dir)
             # and the scratch copy a killed verify of it may have left (a whole extracted datadir)
-            self._discard(self.scratch_dir(label_dir.rstrip("/").rsplit("/", 1)[-1]))
+            self._discard(self.scratch_dir(label))
         # catalog rows still 'running' from a worker that died: one run at a time, so they are stale
         for row in self.catalog.backups(instance=self.instance.name, status="running"):
             self.log.warning("backup %s was left running by an earlier run: marked failed", row["label"])
@@ -345,7 +346,7 @@ class VerifyBackupOperator(HostScriptOperator):
         ti = context["ti"]
         b = ti.xcom_pull(task_ids="full_backup")
         flavor = self.by_name(b["source"]["name"]).flavor
-        scratch = scratch_path(self.instance.storage.base_dir, self.instance.name, b["label"])
+        scratch = self.scratch_dir(b["label"])
         argv = self.storage_script("verify", "--dir", b["label_dir"], "--artifact", b["artifact"],
                                    "--sha256", b["sha256"], "--flavor", flavor, "--scratch", scratch)
         try:

@@ -78,7 +78,7 @@ def test_dry_run_changes_nothing(table):
 
 
 def test_incomplete_script_is_refused_before_anything_runs():
-    settings, blocks = read_script(io.StringIO(SCRIPT.rsplit("COMMIT;", 1)[0]))
+    settings, _, blocks = read_script(io.StringIO(SCRIPT.rsplit("COMMIT;", 1)[0]))
     assert settings == ["SET NAMES utf8mb4;", "SET time_zone='+00:00';"]
     with pytest.raises(ValueError, match="no COMMIT"):
         list(blocks)

@@ -104,9 +104,11 @@ class ApplyReport:
     settings: list[str] = field(default_factory=list)
 
 
-def read_script(f: TextIO) -> tuple[list[str], Iterator[tuple[str, int, list[tuple[int, str]]]]]:
-    """(session settings, iterator of (transaction header, line number, [(line number, statement)]))."""
+def read_script(f: TextIO) -> tuple[list[str], list[str], Iterator[tuple[str, int, list[tuple[int, str]]]]]:
+    """(session settings, header comments, iterator of (transaction header, line number,
+    [(line number, statement)]))."""
     settings: list[str] = []
+    comments: list[str] = []
     lines = iter(enumerate(f, start=1))
     pending: list[tuple[int, str]] = []
     for no, raw in lines:
@@ -116,7 +118,9 @@ def read_script(f: TextIO) -> tuple[list[str], Iterator[tuple[str, int, list[tup
         elif line.startswith("-- transaction") or line == "BEGIN;":
             pending.append((no, line))
             break
-        elif line and not line.startswith("--"):
+        elif line.startswith("--"):
+            comments.append(line)
+        elif line:
             raise ValueError(f"line {no}: unexpected text before the first transaction: {line[:80]!r}")
 
     def blocks() -> Iterator[tuple[str, int, list[tuple[int, str]]]]:
@@ -140,7 +144,7 @@ def read_script(f: TextIO) -> tuple[list[str], Iterator[tuple[str, int, list[tup
         if in_tx:
             raise ValueError(f"the script ends inside the transaction starting at line {start} (no COMMIT;): "
                              "it is incomplete, apply nothing from it")
-    return settings, blocks()
+    return settings, comments, blocks()
 
 
 def apply_script(f: TextIO, connect: Callable[..., object], log: Callable[[str], None] = print,
@@ -152,25 +156,19 @@ def apply_script(f: TextIO, connect: Callable[..., object], log: Callable[[str],
     non-transactional engines, system-versioned tables and cascading foreign keys make the
     run refuse (``ApplyRefused``) unless ``force``.
     """
-    header = []
-    for line in f:
-        if line.startswith(("-- transaction", "BEGIN;")):
-            break
-        header.append(line)
-    f.seek(0)
-    _, check = read_script(f)
+    _, comments, check = read_script(f)
     tables: set[tuple[str, str]] = set()
     for _header, _start, stmts in check:
         tables |= script_tables(s for _no, s in stmts)
     f.seek(0)
-    settings, blocks = read_script(f)
+    settings, _, blocks = read_script(f)
     report = ApplyReport(settings=settings)
     conn = connect(client_flag=CLIENT.FOUND_ROWS, autocommit=False)
     t0 = time.monotonic()
     try:
         with conn.cursor() as cur:
             problems = safety_problems(cur, tables, generated_known=not any(
-                line.startswith(UNKNOWN_GENERATED) for line in header))
+                line.startswith(UNKNOWN_GENERATED) for line in comments))
             if problems and not force:
                 raise ApplyRefused("nothing applied; the target has what the binlog cannot account for:\n  - "
                                    + "\n  - ".join(problems)

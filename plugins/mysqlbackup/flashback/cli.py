@@ -84,12 +84,16 @@ def connection_args(args: argparse.Namespace, prefix: str = "") -> dict:
     return kw
 
 
+def source_given(args: argparse.Namespace) -> bool:
+    """A live source server was named (--host, --socket or --defaults-file)."""
+    return any(getattr(args, k, None) for k in ("host", "socket", "defaults_file"))
+
+
 def target_args(args: argparse.Namespace) -> dict:
     """Connection of the apply target: the --target-* options; for generate --apply without them,
     the live source given with --host/--socket/--defaults-file."""
     given = any(getattr(args, f"target_{k}", None) for k in ("host", "port", "socket", "user", "defaults_file"))
-    source = any(getattr(args, k, None) for k in ("host", "socket", "defaults_file"))
-    if not given and source:
+    if not given and source_given(args):
         return connection_args(args)
     return connection_args(args, "target_")
 

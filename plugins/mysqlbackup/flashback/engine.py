@@ -239,12 +239,7 @@ class Flashback:
                 close_tx()
                 g = parse_gtid(ev.body, ev.server_id)
                 gtid = Gtid(g.domain, g.server_id, g.seq_no)
-                rng = self.gtid_range.get(g.domain)
-                if rng is None:
-                    self.gtid_range[g.domain] = [g.seq_no, g.seq_no]
-                else:
-                    rng[0] = min(rng[0], g.seq_no)
-                    rng[1] = max(rng[1], g.seq_no)
+                _widen(self.gtid_range, g.domain, g.seq_no, g.seq_no)
                 tx_where = f"{ev.file}:{ev.pos} ({_utc(ev.timestamp)} UTC)"
                 for want in (sel.start_gtid, sel.stop_gtid):
                     if want is None or (want.domain, want.seq) != (g.domain, g.seq_no):
@@ -323,8 +318,7 @@ class Flashback:
             self.window_transactions += r["window_transactions"]
             self.gtids_found |= r["gtids_found"]
             for d, (lo, hi) in r["gtid_range"].items():
-                cur = self.gtid_range.setdefault(d, [lo, hi])
-                cur[0], cur[1] = min(cur[0], lo), max(cur[1], hi)
+                _widen(self.gtid_range, d, lo, hi)
         s.first = older["first"] or newer["first"]
         s.last = newer["last"] or older["last"]
         self._first_event = older["first_event"] or newer["first_event"]
@@ -406,6 +400,15 @@ class Flashback:
 
     def close(self) -> None:
         self.spool.close()
+
+
+def _widen(ranges: dict[int, list[int]], domain: int, lo: int, hi: int) -> None:
+    """Grow ``ranges[domain]`` ([lowest, highest] seq) to cover lo..hi."""
+    cur = ranges.get(domain)
+    if cur is None:
+        ranges[domain] = [lo, hi]
+    else:
+        cur[0], cur[1] = min(cur[0], lo), max(cur[1], hi)
 
 
 def generated_columns(connect_kwargs: dict) -> dict:
@@ -620,11 +623,11 @@ def main(args, selection: Selection, log: Callable[[str], None]) -> int:
     """The CLI's generate command."""
     import glob
 
-    from mysqlbackup.flashback.cli import apply_file, connection_args, target_args
+    from mysqlbackup.flashback.cli import apply_file, connection_args, source_given, target_args
     files = list(args.binlog or [])
     if args.binlog_dir:
         files += [p for p in glob.glob(os.path.join(args.binlog_dir, "*.[0-9][0-9][0-9][0-9][0-9][0-9]"))]
-    server = connection_args(args) if (args.host or args.socket or args.defaults_file) else None
+    server = connection_args(args) if source_given(args) else None
     target = target_args(args) if getattr(args, "apply", False) else None
     if files:
         # a server given beside the files (else the --apply target) is asked which columns are
