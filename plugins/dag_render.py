@@ -11,6 +11,7 @@ from functools import lru_cache
 
 from airflow.sdk import DAG, chain
 
+from mysqlbackup import params as P
 from mysqlbackup.cmdb import Cmdb, Instance
 from operators.alerting import BackupFailureCallback
 from operators.backup import (CatalogBackupOperator, ChooseSourceOperator, CollectFactsOperator,
@@ -92,53 +93,84 @@ def health_dag(cmdb: Cmdb) -> DAG:
 
 
 def rebuild_dag(cmdb: Cmdb) -> DAG:
-    """Manual: rebuild the catalog from the manifests on every storage location of the CMDB."""
+    """Reconcile the catalog with the manifests on every storage location of the CMDB (hourly by default)."""
     locations = sorted({(i.storage.ssh_conn_id, i.storage.base_dir) for i in cmdb.instances})
-    with DAG(dag_id=REBUILD_DAG_ID, schedule=None, catchup=False, max_active_runs=1,
-             tags=["mysql-backup", "catalog"], default_args={"owner": "mysql-backup", "retries": 0},
-             doc_md="Re-indexes every `manifest.json` found on storage into the catalog. The manifests are "
-                    "the truth; the catalog is an index. Never deletes a row; reports what is missing.") as dag:
-        RebuildCatalogOperator(task_id="rebuild_catalog", locations=locations,
-                               instance_names=[i.name for i in cmdb.instances])
+    alert = BackupFailureCallback("(catalog)", cmdb.platform_owner, "mysql-backup", cmdb.platform)
+    with DAG(dag_id=REBUILD_DAG_ID, schedule=_timetable(cmdb.reconcile_schedule), catchup=False, max_active_runs=1,
+             tags=["mysql-backup", "catalog"],
+             default_args={"owner": cmdb.platform_owner, "retries": 0, "on_failure_callback": alert},
+             dagrun_timeout=timedelta(hours=2),
+             doc_md="Reconciles the catalog with storage: indexes every `manifest.json` found, marks a usable "
+                    "backup whose directory is gone `missing` and one that lost its manifest `damaged` (never "
+                    "restorable), alerts the owners, and fails when it found something new. The manifests are "
+                    "the truth; the catalog is an index. Never deletes anything. Schedule: "
+                    f"{cmdb.reconcile_schedule or 'manual'} (`platform.catalog_reconcile_schedule`).") as dag:
+        RebuildCatalogOperator(task_id="rebuild_catalog", locations=locations, instances=list(cmdb.instances),
+                               execution_timeout=timedelta(hours=1))
     return dag
 
 
 FLASHBACK_DAG_ID = "mysql_flashback"
-_POSITION = r"^[A-Za-z0-9_.+-]+\.[0-9]{6,}:[0-9]+$"
-_GTID = r"^[0-9]+-[0-9]+-[0-9]+$"
+
+
+# Trigger-form params (the patterns, lengths and their hints live in mysqlbackup.params). The
+# rule for every form: it opens triggerable with defaults that only do the safe thing; optional
+# fields are null by default (type ["null", ...]); a required field says so in its description.
+def _opt(pattern: str, max_length: int, description: str, **extra):
+    """An optional string param: null by default, checked by pattern and length when given."""
+    from airflow.sdk import Param
+    return Param(None, type=["null", "string"], pattern=pattern, maxLength=max_length, description=description,
+                 **extra)
+
+
+def _names(item_pattern: str, description: str):
+    """An optional list of names: empty means all."""
+    from airflow.sdk import Param
+    return Param([], type=["null", "array"], maxItems=P.MAX_LIST, uniqueItems=True,
+                 items={"type": "string", "pattern": item_pattern, "maxLength": P.TABLE_MAX_LENGTH},
+                 description=description)
+
+
+def flashback_params(cmdb: Cmdb) -> dict:
+    """The trigger form of mysql_flashback: it opens triggerable, and its defaults only review."""
+    from airflow.sdk import Param
+    names = [i.name for i in cmdb.instances]
+    when = P.HINTS[P.DATETIME]
+    return {
+        "instance": Param(names[0] if names else "", type="string", **({"enum": names} if names else {}),
+                          description="Required: the CMDB instance whose binlog to read."),
+        "start_datetime": _opt(P.DATETIME, 40, f"Start of the window (inclusive): {when}. One of start_datetime, "
+                                              "start_position or start_gtid is required."),
+        "stop_datetime": _opt(P.DATETIME, 40, f"Stop of the window (exclusive): {when}. Empty: up to now."),
+        "start_position": _opt(P.POSITION, 240, "Start of the window as FILE:POS of the instance's binlog "
+                                               "(binlog.000012:4), inclusive."),
+        "stop_position": _opt(P.POSITION, 240, "Stop of the window as FILE:POS, exclusive."),
+        "start_gtid": _opt(P.GTID, 45, "First transaction of the window as DOMAIN-SERVER-SEQ (0-1-4711), inclusive."),
+        "stop_gtid": _opt(P.GTID, 45, "Last transaction of the window, inclusive."),
+        "databases": _names(P.DATABASE, f"Only these databases; empty: all. Names with other characters than "
+                                       f"letters, digits, $ and _ in backticks: `my-db`. At most {P.MAX_LIST}."),
+        "tables": _names(P.TABLE, f"Only these tables, as db.table or table (in any database); empty: all. "
+                                 f"Quote odd names: `my db`.`t.1`. At most {P.MAX_LIST}."),
+        "types": Param(["insert", "update", "delete"], type="array", minItems=1, uniqueItems=True,
+                       items={"type": "string", "enum": ["insert", "update", "delete"]},
+                       examples=["insert", "update", "delete"], description="Statement types to undo (at least one)."),
+        "where": Param("row", type="string", enum=["row", "key"],
+                       values_display={"row": "row: key + whole row image (a row changed since stops the apply)",
+                                       "key": "key: primary key only (faster, overwrites later changes)"},
+                       description="How the inverse statements find their row."),
+        "apply": Param(False, type="boolean",
+                       description="Apply the script after writing it. Off (the default): only write it for review."),
+        "apply_conn_id": _opt(P.CONN_ID, 250, "Required when apply is on: the Airflow connection of a user allowed to "
+                                             "change the selected tables."),
+        "binlog_conn_id": _opt(P.CONN_ID, 250, "The Airflow connection used to read the binlog (needs REPLICATION "
+                                              "SLAVE). Empty: the instance's mysql_conn_id."),
+    }
 
 
 def flashback_dag(cmdb: Cmdb) -> DAG:
     """Manual: the flashback of a binlog window of one instance, reviewed before it is applied."""
-    from airflow.sdk import Param
-
     from operators.flashback import BinlogFlashbackOperator
-    names = [i.name for i in cmdb.instances]
-    opt_str = {"type": ["null", "string"]}
-    params = {
-        "instance": Param(names[0] if names else "", type="string", **({"enum": names} if names else {}),
-                          description="the CMDB instance whose binlog to read"),
-        "databases": Param([], type="array", items={"type": "string"}, description="only these databases (empty: all)"),
-        "tables": Param([], type="array", items={"type": "string"},
-                        description="only these tables: db.table or table; quote odd names: `my db`.`t 1`"),
-        "start_datetime": Param(None, **opt_str, format="date-time", description="window start (UTC unless an offset is given)"),
-        "stop_datetime": Param(None, **opt_str, format="date-time", description="window stop (exclusive)"),
-        "start_position": Param(None, type=["null", "string"], pattern=_POSITION, description="e.g. binlog.000012:4"),
-        "stop_position": Param(None, type=["null", "string"], pattern=_POSITION, description="exclusive"),
-        "start_gtid": Param(None, type=["null", "string"], pattern=_GTID, description="e.g. 0-1-4711 (inclusive)"),
-        "stop_gtid": Param(None, type=["null", "string"], pattern=_GTID, description="inclusive"),
-        "types": Param(["insert", "update", "delete"], type="array", minItems=1,
-                       items={"type": "string", "enum": ["insert", "update", "delete"]},
-                       description="statement types to undo"),
-        "where": Param("row", type="string", enum=["row", "key"],
-                       description="row: WHERE on the key plus the whole row image (a row changed since stops the "
-                                   "apply); key: primary key only (faster, overwrites later changes)"),
-        "apply": Param(False, type="boolean", description="apply the script after writing it (off: review first)"),
-        "apply_conn_id": Param("", type="string", description="connection of a user allowed to change the tables"),
-        "binlog_conn_id": Param("", type="string",
-                                description="connection used to read the binlog (default: the instance's mysql_conn_id; "
-                                            "needs REPLICATION SLAVE)"),
-    }
+    params = flashback_params(cmdb)
     alert = BackupFailureCallback("(flashback)", cmdb.platform_owner, "mysql-backup", cmdb.platform)
     with DAG(dag_id=FLASHBACK_DAG_ID, schedule=None, catchup=False, max_active_runs=4, params=params,
              tags=["mysql-backup", "flashback"],

@@ -1,7 +1,8 @@
 """python -m mysqlbackup COMMAND: small operator commands that need no scheduler.
 
   pools [--cmdb FILE]        the Airflow pools the CMDB needs, as JSON for `airflow pools import`
-  check [--cmdb FILE]        validate the CMDB; exit 1 listing every bad row and field
+  check [--cmdb FILE]        validate the CMDB; exit 1 listing every bad row and field (and warn
+                             about instances whose failures would alert nobody)
   backups [--instance NAME]  list catalogued backups, newest first
 """
 from __future__ import annotations
@@ -35,6 +36,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for err in cmdb.errors:
         print(f"CMDB error: {err}", file=sys.stderr)
+    silent = [i.name for i in cmdb.instances
+              if not ((i.alerts.email_to and i.alerts.smtp_conn_id) or i.alerts.webhook_url or i.alerts.webhook_conn_id)]
+    if silent:
+        from mysqlbackup.text import capped
+        print(f"CMDB warning: no alert is sent anywhere for {capped(silent)}: give alerts.email_to with "
+              "alerts.email.smtp_conn_id, or alerts.webhook", file=sys.stderr)
     print(f"{cmdb.source}: {len(cmdb.instances)} valid instances, {len(cmdb.errors)} errors", file=sys.stderr)
     return 1 if cmdb.errors else 0
 

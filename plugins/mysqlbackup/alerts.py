@@ -31,7 +31,7 @@ class AlertDeliveryError(RuntimeError):
 
 @dataclass(frozen=True)
 class Alert:
-    """A failed task, as told to its owner."""
+    """A failed task, or an incident a task found (``event``: MISSING, DAMAGED), as told to its owner."""
 
     instance: str
     dag_id: str
@@ -43,10 +43,16 @@ class Alert:
     owner: str
     app: str
     when: str
+    event: str = "FAILED"
+    what: str = ""  # for an incident: what it concerns, e.g. "backup 20261124-020000F"
 
     def subject(self) -> str:
-        """One-line subject, e.g. ``[mysql-backup] FAILED shop_main full_backup (try 2)``."""
-        text = f"[mysql-backup] FAILED {self.instance} {self.task_id} (try {self.try_number})"
+        """One-line subject, e.g. ``[mysql-backup] FAILED shop_main full_backup (try 2)`` or
+        ``[mysql-backup] MISSING shop_main backup 20261124-020000F``."""
+        if self.event == "FAILED":
+            text = f"[mysql-backup] FAILED {self.instance} {self.task_id} (try {self.try_number})"
+        else:
+            text = f"[mysql-backup] {self.event} {self.instance} {self.what}"
         return " ".join(text.split())
 
     def error_excerpt(self) -> str:
@@ -69,7 +75,11 @@ class Alert:
             ("when", self.when),
             ("log", self.log_url or "(no log URL)"),
         ]
-        lines = [f"MySQL backup task {self.task_id} failed for instance {self.instance}.", ""]
+        if self.event == "FAILED":
+            first = f"MySQL backup task {self.task_id} failed for instance {self.instance}."
+        else:
+            first = f"{self.event}: {self.what} of instance {self.instance} (found by task {self.task_id})."
+        lines = [first, ""]
         lines += [f"{name + ':':<10}{value}" for name, value in rows]
         lines += ["", "error:", self.error_excerpt() or "(no error message)", ""]
         return "\n".join(lines)

@@ -1,8 +1,17 @@
-"""The backup catalog: an SQL index of backups and instance facts, rebuildable from manifests.
+"""The backup catalog: an SQL index of backups and instance facts, reconciled with storage.
 
-The manifests on storage are the truth; the catalog is a convenience index. It works with
-SQLite (the default, at ``$MYSQL_BACKUP_HOME/catalog.sqlite``) and any SQLAlchemy URL
-(``$MYSQL_BACKUP_CATALOG_URL``). Tables are created when missing (no migrations).
+The manifests on storage are the truth; the catalog is an index that never claims more than
+storage holds. ``reconcile`` takes what a listing of storage found and, in one transaction,
+indexes every valid manifest, marks a usable backup whose directory is gone ``missing`` and
+one whose directory lost (or holds a broken) manifest ``damaged``. Only ``usable`` backups
+are ever restorable. It works with SQLite (the default, at
+``$MYSQL_BACKUP_HOME/catalog.sqlite``) and any SQLAlchemy URL (``$MYSQL_BACKUP_CATALOG_URL``).
+Tables are created when missing (no migrations).
+
+Statuses: ``running`` (a backup in progress), ``usable`` (a manifest on storage: restorable),
+``failed`` (never finished; its directory is discarded), ``missing`` (was usable, its
+directory is gone from storage), ``damaged`` (was usable, its directory is there but its
+manifest is not, or is broken), ``expired`` (removed by retention).
 """
 
 from __future__ import annotations
@@ -44,9 +53,16 @@ from mysqlbackup.manifest import Manifest, ManifestError, from_json, parse_utc, 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-STATUSES = ("running", "usable", "failed", "expired")
-# A row in one of these states is never changed by a late failure callback or a new start.
-_PROTECTED = ("usable", "expired")
+STATUSES = ("running", "usable", "failed", "missing", "damaged", "expired")
+# A row in one of these states is never changed by a late failure callback or a new start:
+# its label once had a manifest and is never reused.
+_PROTECTED = ("usable", "missing", "damaged", "expired")
+# what reconcile writes into ``error`` when it marks a row; it restores only rows it marked itself
+# (a damage found by another check, a checksum mismatch, is never undone by a manifest showing up)
+MISSING = "missing: the backup directory is gone from storage"
+NO_MANIFEST = "damaged: the backup directory has no manifest.json"
+BAD_MANIFEST = "damaged: manifest.json is unreadable or invalid"
+_RECONCILE_REASONS = (MISSING, NO_MANIFEST, BAD_MANIFEST)
 _ERROR_LIMIT = 60000  # stays under MySQL's TEXT limit (65535 bytes) for ASCII errors
 
 metadata = MetaData()
@@ -112,19 +128,57 @@ class CatalogError(RuntimeError):
 
 
 @dataclass
-class RebuildReport:
-    """What ``rebuild_from_manifests`` did.
+class StorageListing:
+    """What one listing of storage found (``storage.py list``), for the instances in ``scope``.
 
-    ``added``/``updated``/``unchanged`` count manifests; ``invalid`` lists ``(path, error)``;
-    ``not_on_storage`` lists ``(instance, label)`` of catalog rows that are usable but have no
-    valid manifest in the given set (left untouched: deciding what that means is the caller's).
+    ``manifests``: ``(path, text)`` of every ``<instance>/<label>/manifest.json``;
+    ``incomplete``: label directories without a manifest; ``unreadable``: ``(path, error)`` of
+    manifests that could not be read; ``listed_at``: when the listing started (a row written
+    after it is newer than what the listing could see, and is left alone).
+    """
+
+    manifests: list[tuple[str, str]] = field(default_factory=list)
+    incomplete: list[str] = field(default_factory=list)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    scope: frozenset[str] | None = None
+    listed_at: datetime | None = None
+    location: tuple[str, str] | None = None  # (storage ssh_conn_id, base_dir) that was listed
+
+    def holds(self, conn_id: str | None, path: str | None) -> bool:
+        """Could this listing have seen a backup stored at conn_id:path?"""
+        if self.location is None:
+            return True
+        conn, base = self.location
+        return conn_id == conn and bool(path) and str(path).startswith(base.rstrip("/") + "/")
+
+
+@dataclass
+class RebuildReport:
+    """What ``reconcile`` (and ``rebuild_from_manifests``) did.
+
+    ``added``/``updated``/``unchanged`` count valid manifests; ``invalid`` lists ``(path,
+    error)``; ``restored``: missing or damaged rows whose manifest is back (usable again).
+    ``missing`` and ``damaged`` list ``(instance, label, reason)`` of the rows marked so by this
+    run: each is an incident to alert on. ``not_on_storage``: ``(instance, label)`` of the rows
+    marked missing (the older name of the same list).
     """
 
     added: int = 0
     updated: int = 0
     unchanged: int = 0
     invalid: list[tuple[str, str]] = field(default_factory=list)
-    not_on_storage: list[tuple[str, str]] = field(default_factory=list)
+    restored: list[tuple[str, str]] = field(default_factory=list)
+    missing: list[tuple[str, str, str]] = field(default_factory=list)
+    damaged: list[tuple[str, str, str]] = field(default_factory=list)
+
+    @property
+    def not_on_storage(self) -> list[tuple[str, str]]:
+        return [(i, label) for i, label, _ in self.missing]
+
+    @property
+    def incidents(self) -> list[tuple[str, str, str, str]]:
+        """``(status, instance, label, reason)`` of every row this run marked missing or damaged."""
+        return ([("missing", *m) for m in self.missing] + [("damaged", *d) for d in self.damaged])
 
 
 def catalog_url() -> str:
@@ -399,23 +453,47 @@ class Catalog:
 
     def rebuild_from_manifests(self, manifests: Iterable[tuple[str, str]],
                                instances: Iterable[str] | None = None) -> RebuildReport:
-        """Upsert every valid manifest as usable; report invalid ones and usable rows missing on storage.
+        """``reconcile`` with manifests only (every listed label directory had one)."""
+        return self.reconcile(StorageListing(manifests=list(manifests),
+                                             scope=frozenset(instances) if instances is not None else None))
 
-        Each item is ``(path, manifest json text)``. ``instances`` is the scope of the storage
-        listing, used for ``not_on_storage``; by default, the instances of the valid manifests.
-        Nothing is ever deleted or downgraded.
+    def reconcile(self, listing: StorageListing) -> RebuildReport:
+        """Bring the catalog in line with what storage holds, in one transaction.
+
+        - every valid manifest is indexed as usable (added, or updated when it differs; a row
+          marked missing or damaged by an earlier reconcile whose manifest is back is restored);
+        - a usable row of an instance in scope whose label directory was not listed at all is
+          marked ``missing``; one whose directory has no manifest, or an invalid or unreadable
+          one, is marked ``damaged``. Neither is ever restorable again until a valid manifest
+          is found;
+        - rows written after ``listing.listed_at`` are left alone (the listing could not see them),
+          and so are rows stored elsewhere than ``listing.location``.
+
+        Nothing is ever deleted. The scope is ``listing.scope``, by default the instances of
+        the valid manifests.
         """
         report = RebuildReport()
         valid: dict[tuple[str, str], Manifest] = {}
-        for path, text in manifests:
+        broken: dict[tuple[str, str], str] = {}  # (instance, label) -> why its manifest is not valid
+        for path, text in listing.manifests:
             try:
                 m = from_json(text)
                 _check_path(path, m)
             except ManifestError as exc:
                 report.invalid.append((path, str(exc)))
+                key = _instance_label(path, manifest=True)
+                if key:
+                    broken[key] = str(exc)
                 continue
             valid[(m.instance, m.label)] = m
-        scope = set(instances) if instances is not None else {key[0] for key in valid}
+        for path, error in listing.unreadable:
+            report.invalid.append((path, f"unreadable: {error}"))
+            key = _instance_label(path, manifest=True)
+            if key:
+                broken[key] = f"unreadable: {error}"
+        no_manifest = {k for k in map(_instance_label, listing.incomplete) if k}
+        scope = set(listing.scope) if listing.scope is not None else {key[0] for key in valid}
+        listed_at = _utc_naive(listing.listed_at) if listing.listed_at else None
 
         def work(conn: Connection) -> None:
             for (instance, label), m in sorted(valid.items()):
@@ -423,27 +501,70 @@ class Catalog:
                 values = self._manifest_values(m)
                 if existing is None:
                     report.added += 1
+                elif existing["status"] in ("missing", "damaged"):
+                    if existing["error"] not in _RECONCILE_REASONS:
+                        continue  # damaged by another check (a checksum): a manifest does not undo that
+                    report.restored.append((instance, label))
+                elif existing["status"] == "expired":
+                    continue
                 elif existing["status"] == "usable" and existing["manifest_json"] == values["manifest_json"]:
                     report.unchanged += 1
                     continue
                 else:
                     report.updated += 1
                 self._upsert(conn, existing, instance, label, values)
-            if scope:
-                t = backups_table
-                rows = conn.execute(
-                    select(t.c.instance, t.c.label)
-                    .where(and_(t.c.status == "usable", t.c.instance.in_(sorted(scope))))
-                    .order_by(t.c.instance, t.c.label)
-                ).all()
-                report.not_on_storage = [(r.instance, r.label) for r in rows if (r.instance, r.label) not in valid]
+            if not scope:
+                return
+            t = backups_table
+            rows = conn.execute(
+                select(t.c.id, t.c.instance, t.c.label, t.c.updated_at, t.c.storage_ssh_conn_id, t.c.storage_path)
+                .where(and_(t.c.status == "usable", t.c.instance.in_(sorted(scope))))
+                .order_by(t.c.instance, t.c.label)
+            ).all()
+            for r in rows:
+                key = (r.instance, r.label)
+                if key in valid or (listed_at is not None and r.updated_at is not None and r.updated_at >= listed_at):
+                    continue
+                if not listing.holds(r.storage_ssh_conn_id, r.storage_path):
+                    continue
+                if key in broken:
+                    status, reason, bucket = "damaged", BAD_MANIFEST, report.damaged
+                    detail = f"{reason}: {broken[key]}"
+                elif key in no_manifest:
+                    status, reason, bucket = "damaged", NO_MANIFEST, report.damaged
+                    detail = reason
+                else:
+                    status, reason, bucket = "missing", MISSING, report.missing
+                    detail = reason
+                conn.execute(t.update().where(t.c.id == r.id).values(status=status, error=reason, updated_at=_now()))
+                bucket.append((r.instance, r.label, detail))
 
         def reset_and_work(conn: Connection) -> None:
             report.added = report.updated = report.unchanged = 0
+            report.restored.clear()
+            report.missing.clear()
+            report.damaged.clear()
             work(conn)
 
         self._tx(reset_and_work)
         return report
+
+    def statuses(self, instance: str) -> dict[str, str]:
+        """label -> status of every backup row of an instance."""
+        t = backups_table
+        with self.engine.connect() as conn:
+            return {r.label: r.status for r in conn.execute(select(t.c.label, t.c.status)
+                                                            .where(t.c.instance == instance))}
+
+
+def _instance_label(path: str, manifest: bool = False) -> tuple[str, str] | None:
+    """``(instance, label)`` of ``.../<instance>/<label>[/manifest.json]``, or None."""
+    parts = posixpath.normpath(str(path).replace("\\", "/")).split("/")
+    if manifest:
+        if len(parts) < 3 or parts[-1] != "manifest.json":
+            return None
+        parts = parts[:-1]
+    return (parts[-2], parts[-1]) if len(parts) >= 2 and parts[-1] and parts[-2] else None
 
 
 def _check_path(path: str, m: Manifest) -> None:

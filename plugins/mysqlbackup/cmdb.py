@@ -157,6 +157,9 @@ def pool_name(storage_ssh_conn_id: str) -> str:
     return POOL_PREFIX + re.sub(r"[^A-Za-z0-9_.-]", "_", storage_ssh_conn_id)
 
 
+RECONCILE_SCHEDULE = "@hourly"  # default of platform.catalog_reconcile_schedule
+
+
 @dataclass(frozen=True)
 class Cmdb:
     """A loaded CMDB: valid instances sorted by name, storage hosts, and every error."""
@@ -167,6 +170,8 @@ class Cmdb:
     source: str = ""
     platform: AlertConfig = AlertConfig()  # who hears about the CMDB itself (bad rows)
     platform_owner: str = "mysql-backup"
+    # when mysql_backup_catalog_rebuild reconciles the catalog with storage (None: manual only)
+    reconcile_schedule: str | None = RECONCILE_SCHEDULE
     _by_name: dict[str, Instance] = field(init=False, repr=False, compare=False)
     _replicas: dict[str, list[Instance]] = field(init=False, repr=False, compare=False)
 
@@ -400,14 +405,19 @@ def _cron_error(expr: str) -> str | None:
     return None
 
 
-def _check_schedule(value: Any) -> str | None:
-    if value is None:
-        return None
-    why = _cron_error(value) if isinstance(value, str) else f"not a string but {type(value).__name__}"
-    if why is None:
-        return None
-    return (f"invalid full_schedule {_show(value)}: {why}; expected a 5-field cron string "
-            f"like '0 2 * * *', a preset ({', '.join(SCHEDULE_PRESETS)}) or null for manual only")
+def _schedule(name: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if value is None:
+            return None
+        why = _cron_error(value) if isinstance(value, str) else f"not a string but {type(value).__name__}"
+        if why is None:
+            return None
+        return (f"invalid {name} {_show(value)}: {why}; expected a 5-field cron string "
+                f"like '0 2 * * *', a preset ({', '.join(SCHEDULE_PRESETS)}) or null for manual only")
+    return check
+
+
+_check_schedule = _schedule("full_schedule")
 
 
 _RESERVE_SPEC: Spec = {
@@ -456,7 +466,8 @@ _STORAGES_SPEC: Spec = {
     "ssh_conn_id": _conn_id("ssh_conn_id"),
     "max_concurrent_backups": _int_range("max_concurrent_backups", 1, 1024),
 }
-_PLATFORM_SPEC: Spec = {"owner": _text("platform.owner"), "email_to": _check_email_list}
+_PLATFORM_SPEC: Spec = {"owner": _text("platform.owner"), "email_to": _check_email_list,
+                        "catalog_reconcile_schedule": _schedule("platform.catalog_reconcile_schedule")}
 _TOP_KEYS = ("defaults", "storages", "instances", "platform")
 _REQUIRED = ("name", "host", "port", "role", "flavor", "ssh_conn_id", "mysql_conn_id", "owner", "app")
 _BUILTIN_POLICY: dict[str, Any] = {k: v for k, v in asdict(Policy()).items() if k != "backup_enabled"}
@@ -607,7 +618,8 @@ def parse_cmdb(doc: Any, source: str = "<memory>") -> Cmdb:
         email_to=tuple(platform.get("email_to") or ()), smtp_conn_id=email.get("smtp_conn_id"),
         email_from=email.get("from"), webhook_conn_id=webhook.get("conn_id"), webhook_url=webhook.get("url"))
     return Cmdb(tuple(instances), storages, tuple(errors), source, platform_alerts,
-                platform.get("owner") or "mysql-backup")
+                platform.get("owner") or "mysql-backup",
+                platform.get("catalog_reconcile_schedule", RECONCILE_SCHEDULE))
 
 
 def _storages(raw: Any, report: Report) -> tuple[StorageHost, ...]:

@@ -74,10 +74,38 @@ class BackupFailureCallback:
             log.error("alert for %s not sent: the alert configuration is broken: %s", self.instance_name, exc)
             return
         if not notifiers:
-            log.warning("no notifier configured for %s: set alerts in the CMDB", self.instance_name)
+            # the CMDB sets no email_to or webhook for this instance: the failure is in the task's
+            # state and log only (python -m mysqlbackup check lists instances without alerts)
+            log.info("no notifier configured for %s (alerts in the CMDB): the failure is not sent anywhere",
+                     self.instance_name)
             return
         for problem in send_all(alert, notifiers):
             log.error("alert delivery failed: %s", problem)
+
+
+def send_incident(instance_name: str, owner: str, app: str, alerts: AlertConfig, event: str, what: str,
+                  message: str, context: dict[str, Any]) -> list[str]:
+    """Tell an instance's owner about an incident a task found (a backup MISSING from storage, one
+    DAMAGED) without failing the task; returns the delivery problems (also logged)."""
+    ti = context.get("ti")
+    alert = Alert(
+        instance=instance_name, dag_id=getattr(ti, "dag_id", "?"), task_id=getattr(ti, "task_id", "?"),
+        run_id=str(context.get("run_id") or getattr(ti, "run_id", "")),
+        try_number=int(getattr(ti, "try_number", 0) or 0), error=message, log_url=_log_url(ti), owner=owner,
+        app=app, when=datetime.now(timezone.utc).isoformat(timespec="seconds"), event=event, what=what)
+    try:
+        notifiers = build_notifiers(alerts)
+    except Exception as exc:  # noqa: BLE001 - a broken alert config must still be visible
+        log.error("%s alert for %s not sent: the alert configuration is broken: %s", event, instance_name, exc)
+        return [str(exc)]
+    if not notifiers:
+        log.warning("%s %s of %s: no notifier configured (alerts in the CMDB), nobody was told", event, what,
+                    instance_name)
+        return ["no notifier configured"]
+    problems = send_all(alert, notifiers)
+    for problem in problems:
+        log.error("alert delivery failed: %s", problem)
+    return problems
 
 
 def _truthy(value: Any) -> bool:

@@ -17,7 +17,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from hooks.openssh import OpenSSHHook
 from mysqlbackup import planner
-from mysqlbackup.catalog import Catalog
+from mysqlbackup.catalog import Catalog, RebuildReport, StorageListing
 from mysqlbackup.cmdb import Instance
 from mysqlbackup.labels import FULL, is_label, new_label
 from mysqlbackup.manifest import MANIFEST_VERSION, Manifest, to_json
@@ -171,29 +171,74 @@ class HostScriptOperator(BaseOperator):
         if self._pipeline is not None:
             self._pipeline.terminate()
 
-    def _discard_leftovers(self) -> None:
-        """Remove this instance's label directories without a manifest: backups a dead worker left.
+    def list_storage(self, conn_id: str, base_dir: str, instance: str | None = None,
+                     scope: Sequence[str] = ()) -> StorageListing:
+        """What one storage location holds: every manifest, and the label directories without one."""
+        listed_at = datetime.now(timezone.utc)
+        args = ["list", "--dir", base_dir] + (["--instance", instance] if instance else [])
+        step = self.run_steps([(conn_id, self.script(conn_id, "storage.py", *args))], timeout=3600)[0]
+        raise_for(step, f"listing {base_dir}")
+        manifests = []
+        for line in step.stdout.decode("utf-8", "replace").splitlines():
+            if line.strip():
+                item = json.loads(line)
+                manifests.append((item["path"], item["manifest"]))
+        unreadable = [(u.get("path", "?"), u.get("error", "?")) for u in step.result.get("unreadable") or []]
+        return StorageListing(manifests=manifests, incomplete=list(step.result.get("incomplete") or []),
+                              unreadable=unreadable, scope=frozenset(scope or ([instance] if instance else [])),
+                              listed_at=listed_at, location=(conn_id, base_dir))
 
-        Safe: one run per instance at a time (max_active_runs=1), and discard refuses any
-        directory holding a manifest.
+    def reconcile(self, listing: StorageListing, instances: dict[str, Instance], context: Any) -> RebuildReport:
+        """Bring the catalog in line with a storage listing; alert each owner of a backup found missing or
+        damaged (once: the row is marked, the next run finds nothing new)."""
+        from operators.alerting import send_incident
+        report = self.catalog.reconcile(listing)
+        where = f"{listing.location[0]}:{listing.location[1]}" if listing.location else "storage"
+        for path, error in report.invalid:
+            self.log.error("invalid manifest %s on %s: %s", path, where, error)
+        for name, label in report.restored:
+            self.log.warning("backup %s of %s is back on %s with a valid manifest: usable again", label, name, where)
+        for status, name, label, reason in report.incidents:
+            self.log.error("backup %s of %s, catalogued as usable, is now %s: %s (on %s). It is never restored "
+                           "from; find out what removed it", label, name, status.upper(), reason, where)
+            inst = instances.get(name)
+            if inst is not None:
+                send_incident(name, inst.owner, inst.app, inst.alerts, status.upper(), f"backup {label}",
+                              f"backup {label} of {name} on {where} was catalogued as usable and is now {status}: "
+                              f"{reason}. It no longer counts as restorable.", context)
+        return report
+
+    def _discard_leftovers(self, context: Any) -> RebuildReport:
+        """Reconcile this instance's backups with storage, then remove its unfinished ones.
+
+        A label directory is removed only when it is provably an unfinished backup: no manifest,
+        and no catalog row that ever called it usable (such a directory is damaged: kept and
+        alerted). One run per instance at a time (max_active_runs=1), so no run of this instance
+        is in progress; and discard itself refuses a directory holding a manifest.
         """
-        step = self.run_steps([(self.instance.storage.ssh_conn_id,
-                                self.storage_script("list", "--dir", self.instance.storage.base_dir,
-                                                    "--instance", self.instance.name))], timeout=600)[0]
-        raise_for(step, "listing earlier backups")
-        for label_dir in step.result.get("incomplete") or []:
+        inst = self.instance
+        listing = self.list_storage(inst.storage.ssh_conn_id, inst.storage.base_dir, inst.name)
+        report = self.reconcile(listing, {inst.name: inst}, context)
+        statuses = self.catalog.statuses(inst.name)
+        for label_dir in listing.incomplete:
             label = label_dir.rstrip("/").rsplit("/", 1)[-1]
             if not is_label(label):
                 continue  # never anything but an unfinished backup
-            self.log.warning("discarding %s: an earlier backup that never finished (no manifest)", label_dir)
+            if statuses.get(label) in ("usable", "missing", "damaged", "expired"):
+                self.log.warning("keeping %s: it has no manifest but the catalog calls it %s (damaged, never "
+                                 "removed by cleanup)", label_dir, statuses[label])
+                continue
+            self.log.warning("discarding %s: an earlier backup that never finished (no manifest, catalogued "
+                             "as %s)", label_dir, statuses.get(label) or "nothing")
             self._discard(label_dir)
             # and the scratch copy a killed verify of it may have left (a whole extracted datadir)
             self._discard(self.scratch_dir(label))
         # catalog rows still 'running' from a worker that died: one run at a time, so they are stale
-        for row in self.catalog.backups(instance=self.instance.name, status="running"):
+        for row in self.catalog.backups(instance=inst.name, status="running"):
             self.log.warning("backup %s was left running by an earlier run: marked failed", row["label"])
-            self.catalog.fail_backup(self.instance.name, row["label"],
+            self.catalog.fail_backup(inst.name, row["label"],
                                      "abandoned: the run that started it stopped before it finished")
+        return report
 
     def scratch_dir(self, label: str) -> str:
         return scratch_path(self.instance.storage.base_dir, self.instance.name, label)
@@ -273,8 +318,9 @@ class ReserveSpaceOperator(HostScriptOperator):
         reserve = step.result
         self.log.info("reserve file %s: %s (%s bytes)", reserve.get("path"), reserve.get("action"),
                       reserve.get("size_bytes"))
-        # what a dead run left on storage goes first: it frees space before the space is checked
-        self._discard_leftovers()
+        # the catalog is reconciled with storage, and what a dead run left there goes first: it
+        # frees space before the space is checked
+        reconciled = self._discard_leftovers(context)
         # the stored artifact, plus the scratch copy verify extracts and prepares next to it
         artifact = planner.estimate_backup_bytes(self.catalog.history_sizes(self.instance.name),
                                                  src.get("data_bytes"), pol.compress)
@@ -288,7 +334,9 @@ class ReserveSpaceOperator(HostScriptOperator):
                       planner.human_bytes(step.result["free_bytes"]), planner.human_bytes(need),
                       planner.human_bytes(artifact), planner.human_bytes(scratch))
         return {"reserve": reserve, "storage_free_bytes": step.result["free_bytes"], "need_bytes": need,
-                "artifact_estimate_bytes": artifact, "scratch_estimate_bytes": scratch}
+                "artifact_estimate_bytes": artifact, "scratch_estimate_bytes": scratch,
+                "catalog": {"missing": len(reconciled.missing), "damaged": len(reconciled.damaged),
+                            "restored": len(reconciled.restored), "added": reconciled.added}}
 
 
 def scratch_path(base_dir: str, instance: str, label: str) -> str:
@@ -386,34 +434,55 @@ class CatalogBackupOperator(HostScriptOperator):
 
 
 class RebuildCatalogOperator(HostScriptOperator):
-    """Re-index every manifest found on the storage locations: the catalog follows storage."""
+    """Reconcile the catalog with every storage location: the catalog follows storage.
 
-    def __init__(self, *, locations: Sequence[tuple[str, str]], instance_names: Sequence[str], **kwargs: Any):
+    Indexes every manifest found, marks usable backups whose directory is gone ``missing`` and
+    those whose manifest is gone or broken ``damaged``, alerts each instance's owner once, and
+    fails when it found a new incident (so the platform owner hears of it too). It reads
+    manifests only: it does not re-read the backups' artifacts (their sha256 is checked by
+    verify; scheduled re-verification of stored backups is a separate job).
+    """
+
+    def __init__(self, *, locations: Sequence[tuple[str, str]], instances: Sequence[Instance] = (),
+                 instance_names: Sequence[str] = (), **kwargs: Any):
         super().__init__(**kwargs)
         self.locations = tuple(locations)
-        self.instance_names = tuple(instance_names)
+        self.instances = tuple(instances)
+        self.instance_names = tuple(instance_names) or tuple(i.name for i in self.instances)
 
     def run(self, context: Any) -> dict:
-        manifests: list[tuple[str, str]] = []
+        by_name = {i.name: i for i in self.instances}
+        total = RebuildReport()
+        manifests = 0
         for conn_id, base_dir in self.locations:
-            argv = self.script(conn_id, "storage.py", "list", "--dir", base_dir)
-            step = self.run_steps([(conn_id, argv)], timeout=3600)[0]
-            raise_for(step, f"listing {base_dir}")
-            for line in step.stdout.decode("utf-8", "replace").splitlines():
-                if line.strip():
-                    item = json.loads(line)
-                    manifests.append((item["path"], item["manifest"]))
-            for label_dir in step.result.get("incomplete") or []:
-                self.log.warning("%s:%s has no manifest: an unfinished backup, not usable", conn_id, label_dir)
-        report = self.catalog.rebuild_from_manifests(manifests, instances=self.instance_names)
-        for path, error in report.invalid:
-            self.log.error("invalid manifest %s: %s", path, error)
-        for instance, label in report.not_on_storage:
-            self.log.warning("catalogued as usable but not on storage: %s %s", instance, label)
-        self.log.info("catalog rebuilt from %d manifests: %d added, %d updated, %d unchanged, %d invalid",
-                      len(manifests), report.added, report.updated, report.unchanged, len(report.invalid))
-        return {"manifests": len(manifests), "added": report.added, "updated": report.updated,
-                "invalid": len(report.invalid), "not_on_storage": len(report.not_on_storage)}
+            scope = [n for n in self.instance_names
+                     if n not in by_name or (by_name[n].storage.ssh_conn_id, by_name[n].storage.base_dir)
+                     == (conn_id, base_dir)]
+            listing = self.list_storage(conn_id, base_dir, scope=scope)
+            for label_dir in listing.incomplete:
+                self.log.warning("%s:%s has no manifest: an unfinished backup (or a damaged one), not usable",
+                                 conn_id, label_dir)
+            report = self.reconcile(listing, by_name, context)
+            manifests += len(listing.manifests)
+            for name in ("added", "updated", "unchanged"):
+                setattr(total, name, getattr(total, name) + getattr(report, name))
+            for name in ("invalid", "restored", "missing", "damaged"):
+                getattr(total, name).extend(getattr(report, name))
+        self.log.info("catalog reconciled with %d manifests: %d added, %d updated, %d unchanged, %d invalid, "
+                      "%d restored, %d newly missing, %d newly damaged", manifests, total.added, total.updated,
+                      total.unchanged, len(total.invalid), len(total.restored), len(total.missing),
+                      len(total.damaged))
+        result = {"manifests": manifests, "added": total.added, "updated": total.updated,
+                  "unchanged": total.unchanged, "invalid": len(total.invalid), "restored": len(total.restored),
+                  "missing": len(total.missing), "damaged": len(total.damaged),
+                  "not_on_storage": len(total.missing)}
+        if total.incidents:
+            from mysqlbackup.text import capped
+            raise AirflowFailException(
+                f"{len(total.incidents)} catalogued backup(s) are no longer on storage as they were: "
+                + capped(f"{name} {label} {status}" for status, name, label, _ in total.incidents)
+                + " (marked so in the catalog, never restored from; their owners were alerted)")
+        return result
 
 
 def build_manifest(instance: Instance, b: dict, v: dict) -> Manifest:

@@ -2,7 +2,7 @@
 
 It reads the instance's binlog as a replication client (the instance's ``mysql_conn_id``, or
 ``binlog_conn_id``, needs REPLICATION SLAVE), writes the script next to the instance's backups
-(``<base_dir>/<instance>/flashback/<YYYYMMDD-HHMMSS>/flashback.sql`` on the storage host), logs
+(``<base_dir>/<instance>/flashback/<YYYYMMDD-HHMMSS>_<run id>/flashback.sql`` on the storage host), logs
 the summary, and applies it only when ``apply`` is true (with ``apply_conn_id``'s credentials).
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from mysqlbackup.cmdb import cmdb_path, load_cmdb
 from mysqlbackup.flashback.select import Selection, SelectionError
+from mysqlbackup.text import capped
 from operators.backup import HostScriptOperator, mysql_login, raise_for
 
 
@@ -42,9 +43,9 @@ class BinlogFlashbackOperator(HostScriptOperator):
         cmdb = load_cmdb(cmdb_path())
         inst = cmdb.by_name(str(p.get("instance") or ""))
         if inst is None:
-            known = ", ".join(i.name for i in cmdb.instances[:30]) or "none"
-            raise AirflowFailException(f"unknown instance {p.get('instance')!r}: not a valid row of the CMDB "
-                                       f"{cmdb.source} (known: {known})")
+            known = capped(i.name for i in cmdb.instances)
+            raise AirflowFailException(f"instance: unknown instance {str(p.get('instance'))[:80]!r}: not a valid row "
+                                       f"of the CMDB {cmdb.source} (known: {known})")
         self.instance = inst
         try:
             sel = Selection.parse(databases=p.get("databases") or (), tables=p.get("tables") or (),

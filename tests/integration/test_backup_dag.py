@@ -276,3 +276,44 @@ def test_the_catalog_is_rebuilt_from_the_manifests_on_storage(env, monkeypatch):
             "source_name", "verify_status")
     assert [{k: r[k] for k in keys} for r in after] == [{k: r[k] for k in keys} for r in before]
     assert len(after) == 1
+
+
+def test_a_backup_gone_from_storage_is_marked_missing_a_manifestless_one_damaged_and_both_alert(env):
+    for _ in range(2):
+        state, tasks = env.run()
+        assert state == "success", tasks
+    older, newer = sorted(env.catalog().backups(instance="sandbox", status="usable"), key=lambda r: r["label"])
+    import shutil
+    shutil.rmtree(older["storage_path"])                       # the whole backup vanished from storage
+    (Path(newer["storage_path"]) / "manifest.json").unlink()   # only its manifest was deleted
+    # the next nightly run reconciles the instance's backups before its own backup
+    state, tasks = env.run()
+    assert state == "success", tasks
+    status = env.catalog().statuses("sandbox")
+    assert status[older["label"]] == "missing" and status[newer["label"]] == "damaged"
+    # the damaged one is kept: cleanup never removes a directory the catalog called usable
+    assert (Path(newer["storage_path"]) / newer["artifact"]).is_file()
+    usable = env.catalog().backups(instance="sandbox", status="usable")
+    assert len(usable) == 1 and usable[0]["label"] not in (older["label"], newer["label"])
+    assert env.catalog().last_usable("sandbox")["label"] == usable[0]["label"]
+    alerts = {a["event"]: a for a in env.webhook_alerts()}
+    assert set(alerts) == {"MISSING", "DAMAGED"}, env.webhook_alerts()
+    assert older["label"] in alerts["MISSING"]["what"] and alerts["MISSING"]["task_id"] == "reserve_space"
+    assert "no manifest.json" in alerts["DAMAGED"]["error"]
+    assert env.inbox.received.wait(10)
+    # reported once: the hourly reconcile finds nothing new and succeeds
+    state, tasks = env.run(dag_id="mysql_backup_catalog_rebuild")
+    assert state == "success", tasks
+    assert len(env.webhook_alerts()) == 2
+    # a backup deleted between two nightly runs is found by the scheduled reconcile, which fails and alerts
+    shutil.rmtree(usable[0]["storage_path"])
+    state, tasks = env.run(dag_id="mysql_backup_catalog_rebuild")
+    assert state == "failed", tasks
+    assert env.catalog().statuses("sandbox")[usable[0]["label"]] == "missing"
+    events = [(a["event"], a["task_id"]) for a in env.webhook_alerts()[2:]]
+    assert ("MISSING", "rebuild_catalog") in events and ("FAILED", "rebuild_catalog") in events, events
+    # the manifest is put back: the damaged backup is usable again
+    (Path(newer["storage_path"]) / "manifest.json").write_text(newer["manifest_json"] + "\n")
+    state, tasks = env.run(dag_id="mysql_backup_catalog_rebuild")
+    assert state == "success", tasks
+    assert env.catalog().statuses("sandbox")[newer["label"]] == "usable"

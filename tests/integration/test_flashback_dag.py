@@ -59,7 +59,7 @@ def test_review_then_apply(env):
     before = checksums(conn)
     start = master_pos(conn)
     workload(conn, random.Random(8), 40)
-    conf = {"instance": "sandbox", "databases": [DB], "start_position": f"{start[0]}:{start[1]}"}
+    conf = {"instance": "sandbox", "databases": [f"`{DB}`"], "start_position": f"{start[0]}:{start[1]}"}
     state, ti = run(conf)
     assert state == "success"
     stored = list((tmp / "storage" / "sandbox" / "flashback").glob("*/flashback.sql"))
@@ -74,7 +74,10 @@ def test_review_then_apply(env):
     ({"instance": "sandbox", "start_position": "binlog.000001:4", "stop_position": "binlog.000001:4"}, "empty position"),
     ({"instance": "sandbox"}, "give the start of the window"),
     ({"instance": "sandbox", "start_position": "binlog.000001:4", "apply": True}, "apply_conn_id is empty"),
-    ({"instance": "sandbox", "start_position": "binlog.000001:4", "tables": ["`fb db`.nope"]}, "not found in the binlog"),
+    ({"instance": "sandbox", "start_position": "binlog.000001:4", "tables": ["`fb db`.nope"]},
+     "tables: `fb db`.nope not found in the binlog window (the window holds row changes of: `fb db`."),
+    ({"instance": "sandbox", "start_datetime": "2026-11-24 10:05:00", "stop_datetime": "2026-11-24 10:00:00"},
+     "reversed time window: start_datetime 2026-11-24 10:05:00 UTC is not before stop_datetime"),
 ])
 def test_bad_requests_fail_clearly_and_apply_nothing(env, conf, message, capfd):
     sb, conn, tmp = env
@@ -83,6 +86,7 @@ def test_bad_requests_fail_clearly_and_apply_nothing(env, conf, message, capfd):
     assert state == "failed"
     out, err = capfd.readouterr()
     assert message in out + err, (out + err)[-3000:]
+    assert "--st" not in out + err  # the DAG speaks of its params, not of the CLI's options
     assert checksums(conn) == before
 
 

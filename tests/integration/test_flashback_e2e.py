@@ -20,6 +20,7 @@ from mysqlbackup.flashback.select import Selection
 pytestmark = pytest.mark.server
 
 DB = "fb db"  # a database name that needs quoting
+QDB = "`fb db`"  # as a user gives it in --databases or the databases param
 TABLES = {
     "typed": """CREATE TABLE `fb db`.`typed` (
         id INT UNSIGNED NOT NULL PRIMARY KEY,
@@ -162,7 +163,7 @@ def test_flashback_restores_the_start_of_the_window(server, tmp_path, seed):
         cur.execute("FLUSH BINARY LOGS")
     assert checksums(conn) != before
     out = tmp_path / "undo.sql"
-    sel = Selection.parse(databases=[DB], start_position=f"{start[0]}:{start[1]}")
+    sel = Selection.parse(databases=[QDB], start_position=f"{start[0]}:{start[1]}")
     summary = generate_from_files(binlogs(src), sel, str(out), str(tmp_path))
     assert summary.rows > 100 and summary.transactions > 50
     text = out.read_text()
@@ -197,9 +198,12 @@ def test_refusals(server, tmp_path):
     out = tmp_path / "undo.sql"
     with pytest.raises(FlashbackError, match="DDL on fb db.ünï"):
         generate_from_files(binlogs(src), Selection.parse(start_position=f"{start[0]}:{start[1]}"), str(out))
-    with pytest.raises(FlashbackError, match="not found in the binlog window"):
+    # the refusal lists what the window really holds, and names the field in the caller's words
+    with pytest.raises(FlashbackError, match=r"tables: `fb db`\.nope not found in the binlog window \(the window "
+                                             r"holds row changes of: `fb db`\.ünï\)") as info:
         generate_from_files(binlogs(src), Selection.parse(tables=["`fb db`.nope"],
                                                           start_position=f"{start[0]}:{start[1]}"), str(out))
+    assert info.value.for_cli().startswith("--tables: ")
     with pytest.raises(FlashbackError, match="outside the binlogs"):
         generate_from_files(binlogs(src), Selection.parse(start_position="binlog.999999:4"), str(out))
     assert not out.exists()
@@ -228,7 +232,7 @@ def test_cli_generate_then_apply(server, tmp_path):
     cnf = tmp_path / "root.cnf"
     cnf.write_text(f"[client]\nuser=root\nsocket={src.socket}\n")
     res = subprocess.run([sys.executable, str(cli), "generate", "--binlog-dir", src.datadir,
-                          "--start-position", f"{start[0]}:{start[1]}", "--databases", DB, "-o", str(out),
+                          "--start-position", f"{start[0]}:{start[1]}", "--databases", QDB, "-o", str(out),
                           "--apply", "--target-defaults-file", str(cnf)], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "wrote" in res.stderr and "applied" in res.stderr
@@ -243,7 +247,7 @@ def test_live_server_and_archived_files_give_the_same_sql(server, tmp_path):
         cur.execute("CREATE USER IF NOT EXISTS 'fbrepl'@'localhost' IDENTIFIED BY 'x-Repl-1'")
         cur.execute("GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO 'fbrepl'@'localhost'")
     from mysqlbackup.flashback.engine import generate_from_live
-    sel = Selection.parse(databases=[DB], start_position=f"{start[0]}:{start[1]}")
+    sel = Selection.parse(databases=[QDB], start_position=f"{start[0]}:{start[1]}")
     live = generate_from_live({"unix_socket": src.socket, "user": "fbrepl", "password": "x-Repl-1"}, sel,
                               str(tmp_path / "live.sql"), str(tmp_path))
     files = generate_from_files(binlogs(src), sel, str(tmp_path / "files.sql"), str(tmp_path))
@@ -265,7 +269,7 @@ def test_mariadb_binlog_flashback_oracle_reaches_the_same_state(server, tmp_path
     end = master_pos(conn)
     assert end[0] == start[0], "keep the window in one binlog file for mariadb-binlog"
     ours = generate_from_files(binlogs(src), Selection.parse(
-        databases=[DB], start_position=f"{start[0]}:{start[1]}", stop_position=f"{end[0]}:{end[1]}"),
+        databases=[QDB], start_position=f"{start[0]}:{start[1]}", stop_position=f"{end[0]}:{end[1]}"),
         str(tmp_path / "ours.sql"), str(tmp_path))
     oracle = subprocess.run(["mariadb-binlog", "--no-defaults", "--flashback", f"--start-position={start[1]}",
                              f"--stop-position={end[1]}", os.path.join(src.datadir, start[0])],
@@ -366,7 +370,7 @@ def test_progress_is_reported(server, tmp_path):
         cur.execute("BEGIN NOT ATOMIC FOR i IN 1..4000 DO "
                     "INSERT INTO `fb db`.`no key` VALUES ('p', i, 0); END FOR; END")
     lines: list[str] = []
-    s = generate_from_files(binlogs(src), Selection.parse(databases=[DB], start_position=f"{start[0]}:{start[1]}"),
+    s = generate_from_files(binlogs(src), Selection.parse(databases=[QDB], start_position=f"{start[0]}:{start[1]}"),
                             str(tmp_path / "u.sql"), str(tmp_path), log=lines.append, progress_seconds=0)
     assert s.events > 16384
     progress = [line for line in lines if line.startswith("progress:")]
@@ -403,7 +407,7 @@ def test_two_processes_write_exactly_what_one_writes(server, tmp_path, monkeypat
     start = master_pos(conn)
     before = checksums(conn)
     workload(conn, random.Random(77), 150)
-    sel = Selection.parse(databases=[DB], start_position=f"{start[0]}:{start[1]}")
+    sel = Selection.parse(databases=[QDB], start_position=f"{start[0]}:{start[1]}")
     one = generate_from_files(binlogs(src), sel, str(tmp_path / "one.sql"), str(tmp_path), jobs=1)
     monkeypatch.setattr(engine, "PARALLEL_MIN_BYTES", 1)
     logs: list[str] = []

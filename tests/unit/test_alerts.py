@@ -160,8 +160,17 @@ def test_webhook_posts_json(hook: Hook) -> None:
         "instance": "shop_main", "dag_id": "mysql_backup__shop_main", "task_id": "full_backup",
         "run_id": alert.run_id, "try_number": 2, "error": alert.error, "log_url": alert.log_url,
         "owner": "dba-team@example.com", "app": "shop", "when": "2024-03-15T02:11:00Z",
-        "text": alert.text(),
+        "text": alert.text(), "event": "FAILED", "what": "",
     }
+
+
+def test_an_incident_alert_says_what_was_found() -> None:
+    import dataclasses
+    alert = dataclasses.replace(make_alert(), event="MISSING", what="backup 20240315-020000F", task_id="reserve_space",
+                                error="backup 20240315-020000F of shop_main was catalogued as usable and is now missing")
+    assert alert.subject() == "[mysql-backup] MISSING shop_main backup 20240315-020000F"
+    assert alert.text().startswith("MISSING: backup 20240315-020000F of instance shop_main (found by task reserve_space)")
+    assert "now missing" in alert.text()
 
 
 def test_webhook_userinfo_becomes_basic_auth(hook: Hook) -> None:

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import inspect
 
 from factories import manifest_data
-from mysqlbackup.catalog import Catalog, CatalogError, RebuildReport, catalog_url
+from mysqlbackup.catalog import Catalog, CatalogError, RebuildReport, StorageListing, catalog_url
 from mysqlbackup.manifest import Manifest, from_dict, manifest_path, to_json
 
 
@@ -238,7 +238,9 @@ def test_rebuild_from_manifests(cat: Catalog) -> None:
     rows = {r["label"]: r for r in cat.backups(instance="shop_main")}
     assert rows["20240312-020000F"]["status"] == "usable"
     assert rows["20240311-020000F"]["size_bytes"] == changed.size_bytes
-    assert rows["20240309-020000F"]["status"] == "usable"  # left alone
+    assert rows["20240309-020000F"]["status"] == "missing"  # usable in the catalog, gone from storage
+    assert report.missing == [("shop_main", "20240309-020000F", "missing: the backup directory is gone from storage")]
+    assert cat.backups(instance="other")[0]["status"] == "usable"  # out of scope
     assert "20240313-020000F" not in rows
 
 
@@ -252,6 +254,62 @@ def test_rebuild_into_empty_catalog_and_again(tmp_path: Path) -> None:
         assert (again.added, again.updated, again.unchanged) == (0, 0, 4)
         scoped = fresh.rebuild_from_manifests([], instances=["other"])
         assert scoped.not_on_storage == [("other", "20240302-020000F")]
+
+
+def _listing(*ms: Manifest, incomplete=(), unreadable=(), scope=("shop_main",), listed_at=None, location=None):
+    return StorageListing(manifests=[manifest_item(m) for m in ms], incomplete=list(incomplete),
+                          unreadable=list(unreadable), scope=frozenset(scope), listed_at=listed_at, location=location)
+
+
+def test_reconcile_marks_missing_and_damaged_and_restores_what_comes_back(cat: Catalog) -> None:
+    ms = {d: make_manifest(day=d) for d in (1, 2, 3, 4, 5)}
+    for m in ms.values():
+        cat.record_manifest(m)
+    base = "/srv/mysql-backups/shop_main"
+    broken = (f"{base}/{ms[4].label}/manifest.json", "{truncated")
+    listing = _listing(ms[1], incomplete=[f"{base}/{ms[2].label}"],
+                       unreadable=[(f"{base}/{ms[5].label}/manifest.json", "Input/output error")])
+    listing.manifests.append(broken)
+    report = cat.reconcile(listing)
+    assert [(i, label) for i, label, _ in report.missing] == [("shop_main", ms[3].label)]
+    assert sorted(label for _, label, _ in report.damaged) == [ms[2].label, ms[4].label, ms[5].label]
+    assert report.incidents[0][0] == "missing"
+    status = cat.statuses("shop_main")
+    assert status == {ms[1].label: "usable", ms[2].label: "damaged", ms[3].label: "missing",
+                      ms[4].label: "damaged", ms[5].label: "damaged"}
+    assert [r["label"] for r in cat.backups(instance="shop_main", status="usable")] == [ms[1].label]
+    assert cat.history_sizes("shop_main") == [1000]  # never counted as restorable
+    # marked once: the next run finds nothing new to alert on
+    again = cat.reconcile(listing)
+    assert again.incidents == []
+    # everything is back on storage: restored
+    back = cat.reconcile(_listing(*ms.values()))
+    assert sorted(label for _, label in back.restored) == sorted(m.label for m in ms.values() if m is not ms[1])
+    assert set(cat.statuses("shop_main").values()) == {"usable"}
+
+
+def test_reconcile_leaves_rows_it_could_not_see(cat: Catalog) -> None:
+    old, new, elsewhere = make_manifest(day=1), make_manifest(day=2), make_manifest(day=3)
+    cat.record_manifest(old)
+    cat.record_manifest(dataclasses.replace(elsewhere, storage_ssh_conn_id="other_storage"))
+    listed_at = datetime.now(timezone.utc)
+    cat.record_manifest(new)  # committed while the listing ran: not in it, yet not missing
+    report = cat.reconcile(_listing(listed_at=listed_at, location=("backup_storage", "/srv/mysql-backups")))
+    assert report.not_on_storage == [("shop_main", old.label)]
+    assert cat.statuses("shop_main") == {old.label: "missing", new.label: "usable", elsewhere.label: "usable"}
+
+
+def test_reconcile_never_undoes_another_checks_damage_and_protects_marked_labels(cat: Catalog) -> None:
+    m = make_manifest(day=1)
+    cat.record_manifest(m)
+    with cat.engine.begin() as conn:
+        from mysqlbackup.catalog import backups_table as t
+        conn.execute(t.update().values(status="damaged", error="damaged: sha256 mismatch"))
+    assert cat.reconcile(_listing(m)).restored == []
+    assert cat.statuses("shop_main") == {m.label: "damaged"}
+    assert cat.fail_backup("shop_main", m.label, "late callback") is False
+    with pytest.raises(CatalogError):
+        start(cat, label=m.label)
 
 
 def test_in_memory_url() -> None:

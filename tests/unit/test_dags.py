@@ -127,9 +127,16 @@ def test_health_dag_fails_naming_the_bad_row_and_alerts_the_platform(monkeypatch
 
 
 def test_plugin_manager_does_not_reimport_our_modules_under_bare_names():
-    """Airflow imports every plugins/*.py as sys.modules[<stem>]: our packages must be ignored."""
+    """Airflow imports every plugins/*.py as sys.modules[<stem>]: our packages must be ignored; only the
+    plugin file itself is loaded that way."""
     from airflow._shared.module_loading import find_path_from_directory
     found = [Path(p).relative_to(REPO / "plugins").as_posix()
              for p in find_path_from_directory(str(REPO / "plugins"), ".airflowignore", "glob")
              if p.endswith(".py")]
-    assert found == []
+    assert found == ["mysqlbackup_plugin.py"]
+
+
+def test_the_plugin_registers_the_trigger_guard():
+    from airflow import plugins_manager
+    _apps, middlewares = plugins_manager.get_fastapi_plugins()
+    assert [m["name"] for m in middlewares] == ["mysql-backup trigger guard"]

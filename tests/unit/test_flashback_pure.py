@@ -67,6 +67,42 @@ def test_bad_selections_are_refused(kwargs, message):
         Selection.parse(**kwargs)
 
 
+def test_refusals_name_the_field_as_the_caller_calls_it():
+    with pytest.raises(SelectionError) as info:
+        Selection.parse(start_position="binlog.000002:4", stop_position="binlog.000001:900")
+    assert str(info.value) == ("reversed position window: start_position binlog.000002:4 is not before "
+                               "stop_position binlog.000001:900 (the stop is exclusive)")
+    assert info.value.for_cli() == ("reversed position window: --start-position binlog.000002:4 is not before "
+                                    "--stop-position binlog.000001:900 (the stop is exclusive)")
+    with pytest.raises(SelectionError, match=r"^stop_datetime: malformed time 'soon'"):
+        Selection.parse(stop_time="soon")
+
+
+@pytest.mark.parametrize("bad", ["shop.orders; rm -rf /", "$(reboot)", "my-db.t", "x" * 65 + ".t"])
+def test_unquoted_names_are_letters_digits_dollar_underscore(bad):
+    with pytest.raises(SelectionError, match="^tables: malformed table name"):
+        Selection.parse(tables=[bad])
+    assert Selection.parse(tables=["`my-db`.t"]).tables == {("my-db", "t")}
+    assert Selection.parse(databases=["`a b`", "shop"]).databases == {"a b", "shop"}
+    with pytest.raises(SelectionError, match="^databases: malformed database name 'a b'"):
+        Selection.parse(databases=["a b"])
+
+
+def test_an_empty_flashback_says_no_binlog_was_read():
+    from mysqlbackup.flashback.engine import Summary
+    assert "-- binlogs read: none (no event was read)\n" in Summary().header()
+
+
+def test_long_lists_in_messages_are_capped():
+    from mysqlbackup.text import capped
+    assert capped([]) == "none"
+    assert capped(range(3)) == "0, 1, 2"
+    assert capped(range(200_000)) == "0, 1, 2, 3, 4, 5, 6, 7, 8, 9 and 199,990 more"
+    with pytest.raises(SelectionError) as info:
+        Selection.parse(databases=["shop"], tables=[f"crm.t{i}" for i in range(1000)])
+    assert "and 990 more" in str(info.value) and len(str(info.value)) < 400
+
+
 def test_selection_matching():
     sel = Selection.parse(databases=["shop"], tables=["orders", "shop.`order items`"], types=["delete"],
                           start_gtid="0-1-10", stop_gtid="0-1-20",

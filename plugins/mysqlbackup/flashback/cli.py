@@ -15,7 +15,7 @@ import sys
 from functools import partial
 from pathlib import Path
 
-from mysqlbackup.flashback.select import STATEMENT_TYPES, Selection, SelectionError
+from mysqlbackup.flashback.select import STATEMENT_TYPES, Selection, SelectionError, UserError
 
 EXIT_OK, EXIT_USAGE, EXIT_STOPPED, EXIT_ERROR = 0, 2, 3, 1
 
@@ -211,7 +211,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     try:
         return cmd_apply(args) if args.command == "apply" else cmd_generate(args)
-    except (SelectionError, ValueError) as exc:
+    except UserError as exc:
+        _log(f"error: {exc.for_cli()}")
+        return EXIT_USAGE
+    except ValueError as exc:
         _log(f"error: {exc}")
         return EXIT_USAGE
     except pymysql.err.MySQLError as exc:

@@ -22,8 +22,9 @@ from mysqlbackup.binlog.events import (parse_format_description, parse_gtid, par
                                        parse_table_map)
 from mysqlbackup.flashback.ddl import classify, touched_tables
 from mysqlbackup.flashback.plan import TableSQL
-from mysqlbackup.flashback.select import Gtid, Selection
+from mysqlbackup.flashback.select import Gtid, Selection, UserError, as_typed, fld
 from mysqlbackup.flashback.spool import Spool
+from mysqlbackup.text import capped
 
 _ROWS = frozenset(F.ROWS_EVENT_KIND)
 # strict, and an explicit 0 in an AUTO_INCREMENT column stays 0 (a row put back keeps its id)
@@ -31,7 +32,7 @@ SESSION = ("SET NAMES utf8mb4;\nSET time_zone='+00:00';\n"
            "SET SESSION sql_mode='STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION';\n")
 
 
-class FlashbackError(ValueError):
+class FlashbackError(UserError):
     """The binlog cannot be flashed back as asked: nothing was written or applied."""
 
 
@@ -55,7 +56,7 @@ class Summary:
 
     def header(self) -> str:
         lines = [f"-- mysql-flashback: inverse of {self.rows} row changes in {self.transactions} transactions",
-                 f"-- source: {self.source}", f"-- binlogs read: {self.covered}",
+                 f"-- source: {self.source}", f"-- binlogs read: {self.covered or 'none (no event was read)'}",
                  f"-- selection: {self.selection}",
                  f"-- first change: {self.first or '-'}; last change: {self.last or '-'}",
                  "-- rows per table and type:"]
@@ -110,7 +111,8 @@ class Flashback:
         self.spool = Spool(spool_dir)
         self.log = log or (lambda _m: None)
         self.progress_seconds = progress_seconds
-        self.tables_seen: set[tuple[str, str]] = set()
+        self.tables_seen: set[tuple[str, str]] = set()      # selected tables met in the binlogs
+        self.tables_in_window: set[tuple[str, str]] = set()  # every table mapped inside the window
         self.tables_with_rows: set[tuple[str, str]] = set()
         self.ddl: list[tuple[str, str, set]] = []  # DDL inside the window: (where, statement, tables)
         self._t0 = time.monotonic()
@@ -214,6 +216,8 @@ class Flashback:
             if t == F.TABLE_MAP_EVENT:
                 tm = parse_table_map(ev.body, tm_post, mariadb)
                 qname = (tm.schema, tm.table)
+                if tx_selected and (not positioned or wants_position(ev.file, ev.pos)):
+                    self.tables_in_window.add(qname)
                 if not sel.wants_table(*qname):
                     plans[tm.table_id] = None
                     continue
@@ -241,11 +245,12 @@ class Flashback:
                 gtid = Gtid(g.domain, g.server_id, g.seq_no)
                 _widen(self.gtid_range, g.domain, g.seq_no, g.seq_no)
                 tx_where = f"{ev.file}:{ev.pos} ({_utc(ev.timestamp)} UTC)"
-                for want in (sel.start_gtid, sel.stop_gtid):
+                for want, which in ((sel.start_gtid, "start_gtid"), (sel.stop_gtid, "stop_gtid")):
                     if want is None or (want.domain, want.seq) != (g.domain, g.seq_no):
                         continue
                     if want != gtid:  # seq_no is unique in a domain: that GTID is not in this binlog
-                        raise FlashbackError(f"GTID {want} is not in the binlogs: at that sequence number they hold "
+                        raise FlashbackError(f"{fld(which)}: GTID {want} is not in the binlogs: at that sequence "
+                                             f"number they hold "
                                              f"{gtid} ({tx_where}); give the GTID with its server_id")
                     self.gtids_found.add(gtid)
                 tx_selected = sel.wants_gtid(gtid) and (
@@ -299,7 +304,8 @@ class Flashback:
         s = self.summary
         return {"rows": s.rows, "transactions": s.transactions, "events": s.events, "first": s.first,
                 "last": s.last, "per_table": {k: dict(v) for k, v in s.per_table.items()},
-                "tables_seen": self.tables_seen, "tables_with_rows": self.tables_with_rows, "ddl": self.ddl,
+                "tables_seen": self.tables_seen, "tables_in_window": self.tables_in_window,
+                "tables_with_rows": self.tables_with_rows, "ddl": self.ddl,
                 "window_transactions": self.window_transactions, "gtids_found": self.gtids_found,
                 "gtid_range": self.gtid_range, "first_event": self._first_event, "last_event": self._last_event}
 
@@ -313,6 +319,7 @@ class Flashback:
             for name, counts in r["per_table"].items():
                 s.per_table.setdefault(name, Counter()).update(counts)
             self.tables_seen |= r["tables_seen"]
+            self.tables_in_window |= r["tables_in_window"]
             self.tables_with_rows |= r["tables_with_rows"]
             self.ddl += r["ddl"]
             self.window_transactions += r["window_transactions"]
@@ -334,36 +341,40 @@ class Flashback:
                          or (s, t) in self.tables_with_rows
                          or (t != "*" and s is not None and sel.tables and sel.wants_table(s, t)))
             if hit:
-                raise FlashbackError(f"a DDL on {', '.join(hit)} falls inside the window at {where}: "
+                raise FlashbackError(f"a DDL on {capped(hit)} falls inside the window at {where}: "
                                      f"{stmt[:200]!r}. Inverse statements across a change of table shape would be "
-                                     "wrong: end the window before it (--stop-position/--stop-datetime) or start after it")
-        held = ", ".join(f"domain {d}: seq {lo}..{hi}" for d, (lo, hi) in sorted(self.gtid_range.items())) or "none"
-        for g in (sel.start_gtid, sel.stop_gtid):
+                                     f"wrong: end the window before it ({fld('stop_position')}/{fld('stop_datetime')})"
+                                     " or start after it")
+        held = capped(f"domain {d}: seq {lo}..{hi}" for d, (lo, hi) in sorted(self.gtid_range.items()))
+        for g, which in ((sel.start_gtid, "start_gtid"), (sel.stop_gtid, "stop_gtid")):
             if g is not None and g not in self.gtids_found:
-                raise FlashbackError(f"GTID {g} is not in the binlogs read (they hold {held}): give a GTID that "
+                raise FlashbackError(f"{fld(which)}: GTID {g} is not in the binlogs read (they hold {held}): give a GTID that "
                                      "exists there, with its server_id")
         if (sel.start_gtid or sel.stop_gtid or sel.start_position or sel.stop_position) \
                 and self.window_transactions == 0:
             raise FlashbackError(f"the window holds no transaction of the binlogs read (GTIDs: {held}): it is "
                                  "outside these binlogs")
-        missing = sorted(f"{d}.{t}" if d else t for d, t in sel.tables
+        missing = sorted(as_typed(d, t) for d, t in sel.tables
                          if not any(t == t2 and (d is None or d == d2) for d2, t2 in self.tables_seen))
         if missing:
-            seen = ", ".join(sorted(f"{d}.{t}" for d, t in self.tables_seen)[:20]) or "none"
-            raise FlashbackError(f"table(s) {', '.join(missing)} not found in the binlog window "
-                                 f"(tables seen: {seen}): check the names and the window")
+            held = capped(sorted(as_typed(d, t) for d, t in self.tables_in_window))
+            raise FlashbackError(f"{fld('tables')}: {capped(missing)} not found in the binlog window (the window "
+                                 f"holds row changes of: {held}): check the names and the window")
         first, last = self._first_event, self._last_event
         if last and sel.start_time and datetime.fromtimestamp(last[1], timezone.utc) < sel.start_time:
-            raise FlashbackError(f"the window starts at {sel.start_time:%Y-%m-%d %H:%M:%S} UTC, after the last "
+            raise FlashbackError(f"{fld('start_datetime')}: the window starts at {sel.start_time:%Y-%m-%d %H:%M:%S} "
+                                 "UTC, after the last "
                                  f"transaction in the binlogs read ({_utc(last[1])} UTC, {last[0]}): the window is "
                                  "outside these binlogs")
         if first and sel.stop_time and datetime.fromtimestamp(first[1], timezone.utc) >= sel.stop_time:
-            raise FlashbackError(f"the window ends at {sel.stop_time:%Y-%m-%d %H:%M:%S} UTC, before the first "
+            raise FlashbackError(f"{fld('stop_datetime')}: the window ends at {sel.stop_time:%Y-%m-%d %H:%M:%S} "
+                                 "UTC, before the first "
                                  f"transaction in the binlogs read ({_utc(first[1])} UTC, {first[0]}): the window is "
                                  "outside these binlogs")
         if first and sel.start_time and datetime.fromtimestamp(first[1], timezone.utc) > sel.start_time \
                 and self.summary.source.startswith("archive"):
-            raise FlashbackError(f"the window starts at {sel.start_time:%Y-%m-%d %H:%M:%S} UTC but the binlogs read "
+            raise FlashbackError(f"{fld('start_datetime')}: the window starts at {sel.start_time:%Y-%m-%d %H:%M:%S} "
+                                 "UTC but the binlogs read "
                                  f"start at {_utc(first[1])} UTC ({first[0]}): changes in between are not in these "
                                  "files; add the earlier binlogs or start the window later")
 
@@ -541,7 +552,8 @@ def generate_from_files(files: list[str], selection: Selection, output_path: str
     names = [os.path.basename(f) for f in files]
     for pos, what in ((selection.start_position, "start"), (selection.stop_position, "stop")):
         if pos is not None and pos.file not in names:
-            raise FlashbackError(f"the {what} position {pos} is outside the binlogs given ({names[0]} .. {names[-1]})")
+            raise FlashbackError(f"{fld(what + '_position')}: the {what} position {pos} is outside the binlogs "
+                                 f"given ({names[0]} .. {names[-1]})")
     source = f"archive {os.path.dirname(files[0]) or '.'} ({names[0]} .. {names[-1]})"
     if start:
         files = [f for f in files if os.path.basename(f) >= start[0]]
@@ -597,11 +609,13 @@ def generate_from_live(connect_kwargs: dict, selection: Selection, output_path: 
         conn.close()
     start = selection.start_position
     if start is not None and start.file not in files:
-        raise FlashbackError(f"the start position {start} is outside the binlogs the server still has "
+        raise FlashbackError(f"{fld('start_position')}: the start position {start} is outside the binlogs the "
+                             "server still has "
                              f"({files[0]} .. {files[-1]}): use the binlog archive for older changes")
     stop = selection.stop_position
     if stop is not None and stop.file not in files:
-        raise FlashbackError(f"the stop position {stop} is outside the server's binlogs ({files[0]} .. {files[-1]})")
+        raise FlashbackError(f"{fld('stop_position')}: the stop position {stop} is outside the server's binlogs "
+                             f"({files[0]} .. {files[-1]})")
     stop_at = (stop.file, stop.pos) if stop else (end_file, end_pos)
     server = connect_kwargs.get("unix_socket") or f"{connect_kwargs.get('host')}:{connect_kwargs.get('port')}"
     fb = Flashback(selection, f"live server {server} ({start.file if start else files[0]} .. {stop_at[0]})",
