@@ -22,6 +22,7 @@ from operators.cmdb_health import CmdbHealthOperator
 DAG_PREFIX = "mysql_backup__"
 HEALTH_DAG_ID = "mysql_backup_cmdb_health"
 REBUILD_DAG_ID = "mysql_backup_catalog_rebuild"
+VERIFY_STORED_DAG_ID = "mysql_backup_verify_stored"
 
 
 @lru_cache(maxsize=None)
@@ -57,7 +58,7 @@ def backup_dag(inst: Instance, cmdb: Cmdb) -> DAG:
     pol = inst.policy
     replicas = tuple(cmdb.replicas_of(inst.name))
     pool = cmdb.pool_name(inst.storage.ssh_conn_id)
-    callback = BackupFailureCallback(inst.name, inst.owner, inst.app, inst.alerts)
+    callback = BackupFailureCallback(inst.name, inst.owner, inst.app, inst.alerts, instance=inst)
     default_args = {"owner": inst.owner, "retries": task_retries(), "retry_delay": timedelta(minutes=5),
                     "retry_exponential_backoff": True, "on_failure_callback": callback}
     doc = (f"Full backup of **{inst.name}** ({inst.flavor} {inst.role} {inst.host}:{inst.port}, app {inst.app}, "
@@ -107,6 +108,29 @@ def rebuild_dag(cmdb: Cmdb) -> DAG:
                     f"{cmdb.reconcile_schedule or 'manual'} (`platform.catalog_reconcile_schedule`).") as dag:
         RebuildCatalogOperator(task_id="rebuild_catalog", locations=locations, instances=list(cmdb.instances),
                                execution_timeout=timedelta(hours=1))
+    return dag
+
+
+def verify_stored_dag(cmdb: Cmdb) -> DAG:
+    """Re-read a share of the stored backups each day, per storage location, in its pool."""
+    from operators.verify import VerifyStoredOperator
+    locations = sorted({(i.storage.ssh_conn_id, i.storage.base_dir) for i in cmdb.instances})
+    alert = BackupFailureCallback("(stored backups)", cmdb.platform_owner, "mysql-backup", cmdb.platform)
+    with DAG(dag_id=VERIFY_STORED_DAG_ID, schedule=_timetable(cmdb.stored_verify_schedule), catchup=False,
+             max_active_runs=1, tags=["mysql-backup", "verify"],
+             default_args={"owner": cmdb.platform_owner, "retries": 0, "on_failure_callback": alert},
+             doc_md="Re-reads stored backup artifacts from disk and compares their sha256 with the manifest's, "
+                    f"a share each run so that every usable backup is re-read within "
+                    f"{cmdb.stored_verify_window_days} days, at most {cmdb.stored_verify_max_mib_per_s} MiB/s per "
+                    "read. A changed or vanished artifact marks the backup damaged (or missing), alerts its "
+                    "owner and fails the run. `platform.stored_verify_*` in the CMDB.") as dag:
+        for n, (conn_id, base_dir) in enumerate(locations, start=1):
+            VerifyStoredOperator(task_id=f"verify_stored_{n}", location=(conn_id, base_dir),
+                                 instances=[i for i in cmdb.instances
+                                            if (i.storage.ssh_conn_id, i.storage.base_dir) == (conn_id, base_dir)],
+                                 window_days=cmdb.stored_verify_window_days,
+                                 max_mib_per_s=cmdb.stored_verify_max_mib_per_s, pool=cmdb.pool_name(conn_id),
+                                 execution_timeout=timedelta(hours=12), doc_md=f"`{conn_id}:{base_dir}`")
     return dag
 
 
@@ -204,6 +228,8 @@ def _render(cmdb: Cmdb, only_dag_id: str | None) -> dict[str, DAG]:
         dags[HEALTH_DAG_ID] = health_dag(cmdb)
     if only_dag_id in (None, REBUILD_DAG_ID):
         dags[REBUILD_DAG_ID] = rebuild_dag(cmdb)
+    if only_dag_id in (None, VERIFY_STORED_DAG_ID):
+        dags[VERIFY_STORED_DAG_ID] = verify_stored_dag(cmdb)
     if only_dag_id in (None, FLASHBACK_DAG_ID):
         dags[FLASHBACK_DAG_ID] = flashback_dag(cmdb)
     for inst in cmdb.instances:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what this project needs on a Debian machine: system packages (MariaDB server,
-# client and mariabackup, OpenSSH, zstd, the headers mysqlclient compiles against) and the
-# Python environment in .venv. Idempotent: a second run changes nothing.
+# client and mariabackup, OpenSSH, zstd, the headers mysqlclient compiles against; with --dev
+# also chromium, which the browser tests drive) and the Python environment in .venv.
+# Idempotent: a second run changes nothing, and a current .venv costs well under a second.
 #
 # Usage: scripts/install.sh [--dev]     (--dev adds the test and benchmark tools)
 set -euo pipefail
@@ -9,28 +10,40 @@ set -euo pipefail
 readonly ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly APT_PACKAGES=(mariadb-server mariadb-client mariadb-backup openssh-server openssh-client
   pkg-config libmariadb-dev gcc libc6-dev zstd gzip tar procps coreutils)
+# --dev only: the UI tests drive this chromium through Playwright (`playwright install`, the
+# browser download, is not used: the tests launch /usr/bin/chromium)
+readonly DEV_APT_PACKAGES=(chromium)
 readonly PYTHON="${PYTHON:-python3}"
 
 log() { printf '%s install: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
+# The Debian packages still to install, one a line ($1: --dev for the dev packages too).
 missing_packages() {
   local pkg
   local -a wanted=("${APT_PACKAGES[@]}")
-  # a Debian system python3 needs its venv module and headers (mysqlclient compiles from source)
-  if ! "${PYTHON}" -c 'import venv, ensurepip' >/dev/null 2>&1; then wanted+=(python3-venv); fi
-  if ! "${PYTHON}" -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' >/dev/null 2>&1; then
-    wanted+=(python3-dev)
-  fi
+  local -A installed=()
+  [[ "${1:-}" == "--dev" ]] && wanted+=("${DEV_APT_PACKAGES[@]}")
+  # a Debian system python3 needs its venv module and headers (mysqlclient compiles from
+  # source); one interpreter start for both checks (a pyenv shim costs about 0.1 s a start)
+  mapfile -t -O "${#wanted[@]}" wanted < <("${PYTHON}" - <<'PY' 2>/dev/null || printf '%s\n' python3-venv python3-dev
+import importlib.util, os, sysconfig
+if not (importlib.util.find_spec("venv") and importlib.util.find_spec("ensurepip")):
+    print("python3-venv")
+if not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")):
+    print("python3-dev")
+PY
+)
+  # one dpkg-query for all of them (it exits non-zero when one is unknown: that one is missing)
+  while read -r pkg; do installed["${pkg}"]=1; done < <(
+    dpkg-query -W -f='${Package} ${Status}\n' "${wanted[@]}" 2>/dev/null | awk '/ install ok installed$/ {print $1}' || true)
   for pkg in "${wanted[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "${pkg}" 2>/dev/null | grep -q "install ok installed"; then
-      printf '%s\n' "${pkg}"
-    fi
+    [[ -n "${installed[${pkg}]:-}" ]] || printf '%s\n' "${pkg}"
   done
 }
 
 install_system() {
   local -a missing
-  mapfile -t missing < <(missing_packages)
+  mapfile -t missing < <(missing_packages "$@")
   if (( ${#missing[@]} == 0 )); then
     log "system packages present"
     return
@@ -52,26 +65,45 @@ pip_quiet() {
     | sed -e "/^WARNING: Location 'file:.*' is ignored: it is neither a file nor a directory\.$/d" >&2
 }
 
+# A short digest of files' contents.
+digest() { cat "$@" | sha256sum | cut -c1-16; }
+
+# .venv/.installed holds one stamp line per installed level: "plain <digest>" of the files a
+# plain install reads (requirements.txt, constraints.txt), and after a --dev install also
+# "dev <digest>" of those plus requirements-dev.txt. A dev install includes the plain one, so
+# it writes both: a plain run after a dev run finds its stamp and installs nothing.
 install_python() {
   local reqs="requirements.txt" stamp
-  [[ "${1:-}" == "--dev" ]] && reqs="requirements-dev.txt"
+  local -a stamps=("plain $(digest "${ROOT}/requirements.txt" "${ROOT}/constraints.txt")")
+  if [[ "${1:-}" == "--dev" ]]; then
+    reqs="requirements-dev.txt"
+    stamps+=("dev $(digest "${ROOT}/requirements.txt" "${ROOT}/requirements-dev.txt" "${ROOT}/constraints.txt")")
+  fi
   if [[ ! -x "${ROOT}/.venv/bin/python" ]]; then
     log "creating .venv with ${PYTHON}"
     "${PYTHON}" -m venv "${ROOT}/.venv"
   fi
-  stamp="$(cat "${ROOT}/requirements.txt" "${ROOT}/requirements-dev.txt" "${ROOT}/constraints.txt" | sha256sum | cut -c1-16)-${reqs}"
-  if [[ -f "${ROOT}/.venv/.installed" ]] && grep -qx -- "${stamp}" "${ROOT}/.venv/.installed"; then
-    log "python packages present (${reqs})"
-    return
+  if [[ -f "${ROOT}/.venv/.installed" ]]; then
+    local missing=0
+    for stamp in "${stamps[@]}"; do
+      grep -qxF -- "${stamp}" "${ROOT}/.venv/.installed" || missing=1
+    done
+    if (( missing == 0 )); then
+      log "python packages present (${reqs})"
+      return
+    fi
   fi
   log "installing python packages from ${reqs} (pinned by constraints.txt)"
   pip_quiet install --upgrade pip wheel
   pip_quiet install -r "${ROOT}/${reqs}" -c "${ROOT}/constraints.txt"
-  printf '%s\n' "${stamp}" >> "${ROOT}/.venv/.installed"
+  # replaced, not appended: a stamp of other file contents is stale (after a plain install an
+  # older dev stamp cannot match either: its digest covers the plain files too)
+  printf '%s\n' "${stamps[@]}" > "${ROOT}/.venv/.installed.tmp"
+  mv -f "${ROOT}/.venv/.installed.tmp" "${ROOT}/.venv/.installed"
 }
 
 main() {
-  install_system
+  install_system "$@"
   install_python "$@"
 }
 

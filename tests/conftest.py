@@ -22,6 +22,9 @@ os.environ.update({
     # Airflow records the worker's FQDN on every task run; a CI machine whose hostname is not
     # in /etc/hosts would wait on DNS each time
     "AIRFLOW__CORE__HOSTNAME_CALLABLE": "socket.gethostname",
+    # a DAG serialized less than this ago is not written again: tests that parse several CMDBs in one
+    # session (dag.test(), the api-server's reserialize) must each see their own
+    "AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL": "0",
     "MYSQL_BACKUP_TASK_RETRIES": "0",
     "MYSQL_BACKUP_HOME": os.path.join(_SESSION_HOME, "mysql-backup"),
 })

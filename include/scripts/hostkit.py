@@ -654,17 +654,35 @@ def read_input(fd: int, size: int = CHUNK, tick: float = 1.0) -> bytes:
             return os.read(fd, size)
 
 
-def sha256_file(path: str) -> tuple:
-    """(hexdigest, size) reading in 1 MiB chunks."""
+def sha256_file(path: str, max_rate: float = 0, from_disk: bool = False) -> tuple:
+    """(hexdigest, size) reading in 1 MiB chunks.
+
+    ``max_rate`` (bytes/s, 0: unlimited) paces the read so that a re-check does not saturate the
+    host's disks. ``from_disk``: drop the file's cached pages first and as it goes, so the bytes
+    really come from the disk (a re-check of what is stored, not of the page cache) and the
+    re-read does not evict what the host's other work keeps cached.
+    """
     h = hashlib.sha256()
     n = 0
+    drop = from_disk and hasattr(os, "posix_fadvise")
+    t0 = time.monotonic()
     with open(path, "rb") as f:
+        if drop:
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
         while True:
             b = f.read(CHUNK)
             if not b:
                 break
             h.update(b)
             n += len(b)
+            if drop and not n % (64 * CHUNK):
+                os.posix_fadvise(f.fileno(), 0, n, os.POSIX_FADV_DONTNEED)
+            if max_rate > 0:
+                ahead = n / max_rate - (time.monotonic() - t0)
+                if ahead > 0:
+                    time.sleep(min(ahead, 1.0))  # at most a second: signals are handled between sleeps
+        if drop:
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
     return h.hexdigest(), n
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Storage-host verbs: space, receive, verify, commit, list, discard.
+"""Storage-host verbs: space, receive, verify, check, commit, list, discard.
 
 Runs ON the storage host (over SSH). Stdlib only, Python 3.7+. Layout:
 ``<base>/<instance>/<label>/backup.xbstream[.gz|.zst]``, ``SHA256SUMS`` and, written last by
@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import subprocess
 import sys
 import time
@@ -75,6 +76,7 @@ def cmd_space(args) -> dict:
     except OSError as e:
         raise ScriptError(PRECONDITION, "storage host %s: cannot create %s: %s"
                           % (hostkit.hostname(), base, e.strerror or e)) from None
+    _probe_writable(base)
     usage = hostkit.fs_usage(base)
     free = usage["avail_bytes"]
     fits = free >= args.need
@@ -87,6 +89,28 @@ def cmd_space(args) -> dict:
     log("%s: %s free of %s, need about %s: fits", base, hostkit.human_bytes(free),
         hostkit.human_bytes(usage["total_bytes"]), hostkit.human_bytes(args.need))
     return res
+
+
+def _probe_writable(base: str) -> None:
+    """Write, fsync and remove a small file in BASE: a read-only mount or a directory this user
+    cannot write is found here, before any byte of a backup is streamed."""
+    fd, path = -1, ""
+    try:
+        fd, path = tempfile.mkstemp(prefix=".mysql-backup-probe-", dir=base)
+        os.write(fd, b"probe\n")
+        os.fsync(fd)
+    except OSError as e:
+        raise ScriptError(PRECONDITION, "storage host %s: cannot write in %s: %s: check the storage location's "
+                          "mount (read-only?), its owner and permissions, and its free inodes"
+                          % (hostkit.hostname(), base, e.strerror or e)) from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        if path:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,6 +342,40 @@ def cmd_verify(args) -> dict:
             "extract_seconds": extract_seconds, "prepare_seconds": prepare_seconds}
 
 
+def cmd_check(args) -> dict:
+    """Re-read a stored artifact from disk and compare its sha256 (scheduled re-verification)."""
+    labeldir = hostkit.check_path(args.dir)
+    name = _check_name(args.artifact)
+    expected = (args.sha256 or "").strip().lower()
+    if len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected):
+        raise ScriptError(USAGE, "--sha256 must be 64 hex digits")
+    if args.max_mib_per_s < 0:
+        raise ScriptError(USAGE, "--max-mib-per-s must be >= 0")
+    if not os.path.isdir(labeldir):
+        raise ScriptError(PRECONDITION, "backup directory %s is gone from storage host %s"
+                          % (labeldir, hostkit.hostname()), found="no_directory")
+    artifact = os.path.join(labeldir, name)
+    if not os.path.isfile(artifact):
+        raise ScriptError(PRECONDITION, "artifact %s is gone from storage host %s" % (artifact, hostkit.hostname()),
+                          found="no_artifact")
+    t0 = time.monotonic()
+    try:
+        actual, size = hostkit.sha256_file(artifact, max_rate=args.max_mib_per_s * 2**20, from_disk=True)
+    except OSError as e:
+        raise ScriptError(PRECONDITION, "artifact %s on storage host %s cannot be read: %s"
+                          % (artifact, hostkit.hostname(), e.strerror or e), found="unreadable") from None
+    seconds = round(time.monotonic() - t0, 3)
+    rate = size / 2**20 / seconds if seconds else 0.0
+    if actual != expected:
+        raise ScriptError(PRECONDITION, "sha256 mismatch for %s on storage host %s: the manifest says %s, the "
+                          "stored bytes give %s: the artifact changed since it was verified"
+                          % (artifact, hostkit.hostname(), expected, actual), found="mismatch", expected=expected,
+                          actual=actual, size_bytes=size, seconds=seconds)
+    log("sha256 of %s ok: %s re-read from disk in %.1f s (%.0f MiB/s)", artifact, hostkit.human_bytes(size),
+        seconds, rate)
+    return {"sha256_ok": True, "size_bytes": size, "seconds": seconds, "mib_per_s": round(rate, 1)}
+
+
 # ---------------------------------------------------------------------------------------------
 # commit, list, discard
 
@@ -441,8 +499,10 @@ def build_parser() -> hostkit.ArgumentParser:
     sub.required = True
 
     s = sub.add_parser("space", help="check free space for a backup",
-                       description="Create BASE (0750) if needed and check that its filesystem has NEED bytes "
-                                   "available (exit 3 naming host, free space and need otherwise).")
+                       description="Create BASE (0750) if needed, check that a file can be written there (a "
+                                   "read-only mount or a directory without write permission is exit 3), and that "
+                                   "its filesystem has NEED bytes available (exit 3 naming host, free space and "
+                                   "need otherwise).")
     s.add_argument("--dir", required=True, metavar="BASE", help="base backup directory (absolute)")
     s.add_argument("--need", required=True, type=int, metavar="BYTES", help="estimated backup size in bytes")
     s.set_defaults(func=cmd_space)
@@ -474,6 +534,18 @@ def build_parser() -> hostkit.ArgumentParser:
     v.add_argument("--keep-scratch", action="store_true",
                    help="keep the prepared copy in DIR after success (a valid datadir)")
     v.set_defaults(func=cmd_verify)
+
+    k = sub.add_parser("check", help="re-read a stored artifact from disk and compare its sha256",
+                       description="Re-read LABELDIR/NAME from disk (its cached pages dropped first), paced to at "
+                                   "most --max-mib-per-s, and compare its sha256 with HEX. Exit 3 when the "
+                                   "directory or the artifact is gone, unreadable, or its sha256 differs (the "
+                                   "RESULT's 'found' says which: no_directory, no_artifact, unreadable, mismatch).")
+    k.add_argument("--dir", required=True, metavar="LABELDIR", help="label directory (absolute)")
+    k.add_argument("--artifact", required=True, metavar="NAME", help="artifact file name in LABELDIR")
+    k.add_argument("--sha256", required=True, metavar="HEX", help="the sha256 the manifest records")
+    k.add_argument("--max-mib-per-s", type=float, default=0, metavar="N",
+                   help="read at most N MiB/s (default 0: as fast as the disk goes)")
+    k.set_defaults(func=cmd_check)
 
     c = sub.add_parser("commit", help="write manifest.json (read from stdin) atomically",
                        description="Read the manifest JSON object from stdin; its 'label' must equal the "

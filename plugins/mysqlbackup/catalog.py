@@ -113,6 +113,22 @@ facts_table = Table(
 )
 Index("ix_instance_facts_instance_collected_at", facts_table.c.instance, facts_table.c.collected_at)
 
+# every re-check of a stored backup (mysql_backup_verify_stored): when, and what it found
+checks_table = Table(
+    "stored_checks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("instance", String(64), nullable=False),
+    Column("label", String(64), nullable=False),
+    Column("checked_at", DateTime, nullable=False),
+    Column("ok", Integer, nullable=False),
+    Column("found", String(32)),  # ok | mismatch | no_artifact | no_directory | unreadable
+    Column("detail", Text),
+    Column("size_bytes", BigInteger),
+    Column("seconds", Float),
+)
+Index("ix_stored_checks_instance_label", checks_table.c.instance, checks_table.c.label)
+
 _MANIFEST_COLUMNS = (
     "kind", "source_name", "source_host", "source_port", "duration_seconds", "size_bytes",
     "storage_ssh_conn_id", "storage_path", "artifact", "compress", "sha256", "binlog_file",
@@ -285,7 +301,7 @@ class Catalog:
             metadata.create_all(self.engine)
         except DBAPIError:
             names = set(inspect(self.engine).get_table_names())
-            if not {"backups", "instance_facts"} <= names:
+            if not {"backups", "instance_facts", "stored_checks"} <= names:
                 raise
 
     def _tx(self, work: Callable[[Connection], T]) -> T:
@@ -548,6 +564,47 @@ class Catalog:
 
         self._tx(reset_and_work)
         return report
+
+    # --- re-checks of stored backups -------------------------------------------------------
+
+    def last_checked(self, instance: str | None = None) -> dict[tuple[str, str], datetime]:
+        """(instance, label) -> when its artifact was last re-read and found intact (naive UTC)."""
+        t = checks_table
+        query = select(t.c.instance, t.c.label, func.max(t.c.checked_at)).where(t.c.ok == 1)
+        if instance is not None:
+            query = query.where(t.c.instance == instance)
+        query = query.group_by(t.c.instance, t.c.label)
+        with self.engine.connect() as conn:
+            return {(r[0], r[1]): r[2] for r in conn.execute(query)}
+
+    def record_check(self, instance: str, label: str, found: str, detail: str = "",
+                     size_bytes: int | None = None, seconds: float | None = None,
+                     checked_at: datetime | str | None = None) -> None:
+        """Record one re-check; when it found the artifact changed or gone, mark the backup so.
+
+        A mismatch, a missing artifact or an unreadable one make a usable backup ``damaged``; a
+        directory gone makes it ``missing`` (as reconcile would). Reconcile never restores a
+        damage found here: only a new, successful backup replaces it.
+        """
+        when = _utc_naive(checked_at) if checked_at is not None else _now()
+        text = str(detail)[:_ERROR_LIMIT]
+
+        def work(conn: Connection) -> None:
+            conn.execute(checks_table.insert().values(instance=instance, label=label, checked_at=when,
+                                                      ok=int(found == "ok"), found=found, detail=text,
+                                                      size_bytes=size_bytes, seconds=seconds))
+            if found == "ok":
+                return
+            existing = self._get(conn, instance, label)
+            if existing is None or existing["status"] != "usable":
+                return
+            status, reason = ("missing", MISSING) if found == "no_directory" else \
+                ("damaged", f"damaged: {found.replace('_', ' ')}: {text}")
+            t = backups_table
+            conn.execute(t.update().where(t.c.id == existing["id"]).values(status=status, error=reason[:_ERROR_LIMIT],
+                                                                           updated_at=_now()))
+
+        self._tx(work)
 
     def statuses(self, instance: str) -> dict[str, str]:
         """label -> status of every backup row of an instance."""

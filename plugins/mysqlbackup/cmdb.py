@@ -12,6 +12,7 @@ import difflib
 import ipaddress
 import os
 import re
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -158,6 +159,11 @@ def pool_name(storage_ssh_conn_id: str) -> str:
 
 
 RECONCILE_SCHEDULE = "@hourly"  # default of platform.catalog_reconcile_schedule
+# mysql_backup_verify_stored: once a day, away from the nightly backups; every stored backup is
+# re-read within the window; each read is paced so that the storage host keeps serving backups
+STORED_VERIFY_SCHEDULE = "30 13 * * *"
+STORED_VERIFY_WINDOW_DAYS = 7
+STORED_VERIFY_MAX_MIB_PER_S = 200
 
 
 @dataclass(frozen=True)
@@ -172,6 +178,9 @@ class Cmdb:
     platform_owner: str = "mysql-backup"
     # when mysql_backup_catalog_rebuild reconciles the catalog with storage (None: manual only)
     reconcile_schedule: str | None = RECONCILE_SCHEDULE
+    stored_verify_schedule: str | None = STORED_VERIFY_SCHEDULE
+    stored_verify_window_days: int = STORED_VERIFY_WINDOW_DAYS
+    stored_verify_max_mib_per_s: int = STORED_VERIFY_MAX_MIB_PER_S
     _by_name: dict[str, Instance] = field(init=False, repr=False, compare=False)
     _replicas: dict[str, list[Instance]] = field(init=False, repr=False, compare=False)
 
@@ -271,11 +280,26 @@ def _boolean(what: str) -> Check:
     return check
 
 
-def _text(what: str) -> Check:
+def _control(value: str) -> str | None:
+    """The first control character (a newline, a tab, an escape, a line separator) in a text, if any:
+    such a text would end or forge a mail header, a tag or a log line."""
+    for ch in value:
+        if unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
+            return ch
+    return None
+
+
+def _text(what: str, max_length: int = 200) -> Check:
     def check(value: Any) -> str | None:
-        if isinstance(value, str) and value.strip():
-            return None
-        return f"invalid {what} {_show(value)}: expected a non-empty string"
+        if not (isinstance(value, str) and value.strip()):
+            return f"invalid {what} {_show(value)}: expected a non-empty string"
+        bad = _control(value)
+        if bad is not None:
+            return (f"invalid {what} {_show(value)}: it holds the control character {bad!r} (a newline would "
+                    "end a mail header or a log line): one line of printable text")
+        if len(value) > max_length:
+            return f"invalid {what} {_show(value)}: {len(value)} characters, at most {max_length}"
+        return None
     return check
 
 
@@ -346,13 +370,14 @@ def _check_python(value: Any) -> str | None:
 
 def _check_tags(value: Any) -> str | None:
     if isinstance(value, list) and all(
-            isinstance(t, str) and t.strip() and len(t) <= 100 for t in value):
+            isinstance(t, str) and t.strip() and len(t) <= 100 and _control(t) is None for t in value):
         return None
-    return f"invalid tags {_show(value)}: expected a list of non-empty strings (at most 100 characters each)"
+    return (f"invalid tags {_show(value)}: expected a list of non-empty strings of printable text (at most 100 "
+            "characters each)")
 
 
 def _check_email(value: Any) -> str | None:
-    if isinstance(value, str) and _EMAIL_RE.fullmatch(value):
+    if isinstance(value, str) and _EMAIL_RE.fullmatch(value) and _control(value) is None and len(value) <= 254:
         return None
     return f"invalid email address {_show(value)}: expected user@domain"
 
@@ -364,7 +389,7 @@ def _check_email_list(value: Any) -> str | None:
 
 
 def _check_url(value: Any) -> str | None:
-    if isinstance(value, str) and _URL_RE.fullmatch(value):
+    if isinstance(value, str) and _URL_RE.fullmatch(value) and _control(value) is None:
         return None
     return f"invalid webhook url {_show(value)}: expected http:// or https:// and no spaces"
 
@@ -467,7 +492,10 @@ _STORAGES_SPEC: Spec = {
     "max_concurrent_backups": _int_range("max_concurrent_backups", 1, 1024),
 }
 _PLATFORM_SPEC: Spec = {"owner": _text("platform.owner"), "email_to": _check_email_list,
-                        "catalog_reconcile_schedule": _schedule("platform.catalog_reconcile_schedule")}
+                        "catalog_reconcile_schedule": _schedule("platform.catalog_reconcile_schedule"),
+                        "stored_verify_schedule": _schedule("platform.stored_verify_schedule"),
+                        "stored_verify_window_days": _int_range("platform.stored_verify_window_days", 1, 366),
+                        "stored_verify_max_mib_per_s": _int_range("platform.stored_verify_max_mib_per_s", 1, 100000)}
 _TOP_KEYS = ("defaults", "storages", "instances", "platform")
 _REQUIRED = ("name", "host", "port", "role", "flavor", "ssh_conn_id", "mysql_conn_id", "owner", "app")
 _BUILTIN_POLICY: dict[str, Any] = {k: v for k, v in asdict(Policy()).items() if k != "backup_enabled"}
@@ -619,7 +647,10 @@ def parse_cmdb(doc: Any, source: str = "<memory>") -> Cmdb:
         email_from=email.get("from"), webhook_conn_id=webhook.get("conn_id"), webhook_url=webhook.get("url"))
     return Cmdb(tuple(instances), storages, tuple(errors), source, platform_alerts,
                 platform.get("owner") or "mysql-backup",
-                platform.get("catalog_reconcile_schedule", RECONCILE_SCHEDULE))
+                platform.get("catalog_reconcile_schedule", RECONCILE_SCHEDULE),
+                platform.get("stored_verify_schedule", STORED_VERIFY_SCHEDULE),
+                platform.get("stored_verify_window_days", STORED_VERIFY_WINDOW_DAYS),
+                platform.get("stored_verify_max_mib_per_s", STORED_VERIFY_MAX_MIB_PER_S))
 
 
 def _storages(raw: Any, report: Report) -> tuple[StorageHost, ...]:

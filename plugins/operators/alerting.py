@@ -41,11 +41,13 @@ def build_notifiers(cfg: AlertConfig) -> list:
 class BackupFailureCallback:
     """``on_failure_callback`` of every task of an instance's DAG."""
 
-    def __init__(self, instance_name: str, owner: str, app: str, alerts: AlertConfig) -> None:
+    def __init__(self, instance_name: str, owner: str, app: str, alerts: AlertConfig,
+                 instance: Any = None) -> None:
         self.instance_name = instance_name
         self.owner = owner
         self.app = app
         self.alerts = alerts
+        self.instance = instance  # the CMDB Instance of a backup DAG: its failed backup is discarded
 
     def __call__(self, context: dict[str, Any]) -> None:
         ti = context.get("ti")
@@ -61,6 +63,15 @@ class BackupFailureCallback:
                 Catalog().fail_backup(self.instance_name, label, f"{getattr(ti, 'task_id', '?')}: {error}"[:4000])
             except Exception:  # noqa: BLE001
                 log.exception("could not mark backup %s failed in the catalog", label)
+            if self.instance is not None:
+                # the task failed for good (this callback runs after the last try): what it left on
+                # storage goes now, not at the next backup (a full storage host needs the space back).
+                # discard refuses a directory holding a manifest: a committed backup stays.
+                try:
+                    from operators.backup import discard_unfinished
+                    discard_unfinished(self.instance, label)
+                except Exception:  # noqa: BLE001 - the alert matters more
+                    log.exception("could not discard the unfinished backup %s", label)
         alert = Alert(
             instance=self.instance_name, dag_id=getattr(ti, "dag_id", "?"), task_id=getattr(ti, "task_id", "?"),
             run_id=str(context.get("run_id") or getattr(ti, "run_id", "")),

@@ -339,6 +339,17 @@ class ReserveSpaceOperator(HostScriptOperator):
                             "restored": len(reconciled.restored), "added": reconciled.added}}
 
 
+def discard_unfinished(instance: Instance, label: str) -> None:
+    """Remove a failed backup's label directory (never one holding a manifest) and its verify scratch
+    copy, from outside a task (the failure callback)."""
+    op = HostScriptOperator(task_id="discard_unfinished_backup", instance=instance)
+    try:
+        op._discard(f"{instance.storage.base_dir}/{instance.name}/{label}")
+        op._discard(op.scratch_dir(label))
+    finally:
+        op.close_hooks()
+
+
 def scratch_path(base_dir: str, instance: str, label: str) -> str:
     """Where verify extracts and prepares a backup (removed after verify)."""
     return f"{base_dir}/.scratch/{instance}-{label}"
@@ -371,7 +382,12 @@ class FullBackupOperator(HostScriptOperator):
         t0 = time.monotonic()
         try:
             db, store = self.run_steps(steps, stdin=self.credentials(inst))
-            for step, what in ((db, "backup"), (store, "receiving the backup")):
+            # when the receiver failed and said why (a full or read-only disk), the database side's
+            # failure is its consequence (a broken pipe): name the cause first
+            order = [(db, "backup"), (store, "receiving the backup")]
+            if not store.ok and (store.result or {}).get("error") and not (db.result or {}).get("error"):
+                order.reverse()
+            for step, what in order:
                 raise_for(step, what)
         except BaseException as exc:
             self._discard(label_dir)
@@ -472,6 +488,8 @@ class RebuildCatalogOperator(HostScriptOperator):
                       "%d restored, %d newly missing, %d newly damaged", manifests, total.added, total.updated,
                       total.unchanged, len(total.invalid), len(total.restored), len(total.missing),
                       len(total.damaged))
+        self.log.info("this reconcile reads manifests only, not the artifacts: mysql_backup_verify_stored "
+                      "re-reads the artifacts and compares their sha256")
         result = {"manifests": manifests, "added": total.added, "updated": total.updated,
                   "unchanged": total.unchanged, "invalid": len(total.invalid), "restored": len(total.restored),
                   "missing": len(total.missing), "damaged": len(total.damaged),

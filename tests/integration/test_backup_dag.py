@@ -317,3 +317,68 @@ def test_a_backup_gone_from_storage_is_marked_missing_a_manifestless_one_damaged
     state, tasks = env.run(dag_id="mysql_backup_catalog_rebuild")
     assert state == "success", tasks
     assert env.catalog().statuses("sandbox")[newer["label"]] == "usable"
+
+
+def test_a_read_only_storage_location_is_named_before_anything_is_streamed(env):
+    base = env.tmp / "storage"
+    base.mkdir(exist_ok=True)
+    mounted = subprocess.run(["mount", "--bind", str(base), str(base)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"needs a bind mount (root): {mounted.stderr.strip()}")
+    try:
+        ro = subprocess.run(["mount", "-o", "remount,ro,bind", str(base)], capture_output=True, text=True)
+        assert ro.returncode == 0, ro.stderr
+        state, tasks = env.run()
+    finally:
+        subprocess.run(["umount", str(base)], check=True)
+    assert state == "failed" and tasks["reserve_space"] == "failed", tasks
+    assert tasks["full_backup"] != "success"
+    [alert] = env.webhook_alerts()
+    assert "storage space check failed on sandbox_storage" in alert["error"], alert["error"]
+    assert "cannot write in" in alert["error"] and "Read-only file system" in alert["error"], alert["error"]
+
+
+def test_a_backup_that_fails_in_verify_leaves_no_artifact_behind(env):
+    # verify cannot make its scratch copy (a file is where its directory should be): it fails for good
+    base = env.tmp / "storage"
+    base.mkdir(exist_ok=True)
+    (base / ".scratch").write_text("not a directory")
+    state, tasks = env.run()
+    assert state == "failed" and tasks["full_backup"] == "success" and tasks["verify_backup"] == "failed", tasks
+    assert list(env.storage().glob("*")) == [], "the failed backup's artifact stayed on storage"
+    [row] = env.catalog().backups(instance="sandbox")
+    assert row["status"] == "failed" and "verify" in row["error"]
+    [alert] = env.webhook_alerts()
+    assert alert["task_id"] == "verify_backup"
+
+
+def test_a_flipped_byte_in_a_stored_backup_is_found_marked_damaged_and_alerted(env):
+    state, tasks = env.run()
+    assert state == "success", tasks
+    [row] = env.catalog().backups(instance="sandbox", status="usable")
+    artifact = Path(row["storage_path"]) / row["artifact"]
+    # a re-check of an intact backup passes (a new backup counts as checked when verified: make it due)
+    with env.catalog().engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE backups SET finished_at='2020-01-01 00:00:00'")
+    state, tasks = env.run(dag_id="mysql_backup_verify_stored")
+    assert state == "success", tasks
+    assert env.catalog().last_checked("sandbox")
+    # one byte flipped in the middle of the stored artifact, size and mtime unchanged
+    data = bytearray(artifact.read_bytes())
+    stat = artifact.stat()
+    data[len(data) // 2] ^= 0x01
+    artifact.write_bytes(bytes(data))
+    os.utime(artifact, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with env.catalog().engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM stored_checks")
+    state, tasks = env.run(dag_id="mysql_backup_verify_stored")
+    assert state == "failed", tasks
+    [damaged] = env.catalog().backups(instance="sandbox", status="damaged")
+    assert damaged["label"] == row["label"] and "sha256 mismatch" in damaged["error"]
+    assert env.catalog().last_usable("sandbox") is None
+    events = [(a["event"], a["task_id"]) for a in env.webhook_alerts()]
+    assert ("DAMAGED", "verify_stored_1") in events and ("FAILED", "verify_stored_1") in events, events
+    # the hourly reconcile sees a valid manifest but never undoes a damage the re-check found
+    state, tasks = env.run(dag_id="mysql_backup_catalog_rebuild")
+    assert state == "success", tasks
+    assert env.catalog().statuses("sandbox")[row["label"]] == "damaged"

@@ -259,3 +259,29 @@ def _closed_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_non_ascii_owner_and_addresses_are_delivered() -> None:
+    """A non-ASCII address needs SMTPUTF8: sent when the server offers it, a clear error when not."""
+    import dataclasses
+    inbox = Inbox()
+    controller = BoundController(inbox, enable_SMTPUTF8=True)
+    controller.start()
+    try:
+        alert = dataclasses.replace(make_alert(), owner="Jürgen Müller", app="商店")
+        EmailNotifier("127.0.0.1", controller.port, "backup@exämple.de", ["jürgen@exämple.de"], timeout=10).send(alert)
+        assert inbox.received.wait(10)
+        assert inbox.envelopes[0].rcpt_tos == ["jürgen@exämple.de"]
+        body = inbox.message().get_payload(decode=True).decode()
+        assert "Jürgen Müller" in body and "商店" in body
+    finally:
+        controller.stop()
+    plain = Inbox()
+    controller = BoundController(plain, enable_SMTPUTF8=False)  # a server without SMTPUTF8
+    controller.start()
+    try:
+        with pytest.raises(AlertDeliveryError, match="SMTPUTF8"):
+            EmailNotifier("127.0.0.1", controller.port, "backup@localhost", ["jürgen@exämple.de"],
+                          timeout=10).send(make_alert())
+    finally:
+        controller.stop()

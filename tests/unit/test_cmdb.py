@@ -248,6 +248,18 @@ BAD_ROWS: list[tuple[str, dict[str, Any], str | None, str]] = [
      "connection id"),
     ("alerts-webhook-url", {"alerts": {"webhook": {"url": "ftp://hooks"}}}, "alerts.webhook.url", "http://"),
     ("alerts-unknown", {"alerts": {"sms": "+1"}}, "alerts.sms", "unknown key 'sms'"),
+    # control characters would end a mail header (a forged Bcc:), a tag or a log line
+    ("owner-newline-bcc", {"owner": "dba@example.com\nBcc: all@example.com"}, "owner", "control character '\\n'"),
+    ("owner-cr", {"owner": "dba\r"}, "owner", "control character '\\r'"),
+    ("owner-escape", {"owner": "dba\x1b[31m"}, "owner", "control character '\\x1b'"),
+    ("owner-line-separator", {"owner": "dba\u2028x"}, "owner", "control character '\\u2028'"),
+    ("owner-too-long", {"owner": "o" * 201}, "owner", "at most 200"),
+    ("app-tab", {"app": "shop\tx"}, "app", "control character '\\t'"),
+    ("app-nul", {"app": "shop\x00"}, "app", "control character '\\x00'"),
+    ("tags-newline", {"tags": ["team:dba\nx"]}, "tags", "printable text"),
+    ("email-to-nul", {"alerts": {"email_to": ["dba@exa\x00mple.com"]}}, "alerts.email_to", "invalid email_to"),
+    ("webhook-url-ctrl", {"alerts": {"webhook": {"url": "https://h.example/x\x07"}}}, "alerts.webhook.url",
+     "invalid webhook url"),
 ]
 
 
@@ -269,7 +281,8 @@ GOOD_VALUES: list[tuple[str, Any]] = [
     ("host", "2001:db8::5"), ("host", "fe80::1%eth0"), ("host", "localhost"),
     ("name", "a"), ("name", "0shop"), ("name", "Shop-main_2"), ("name", "b" * 64),
     ("port", 1), ("port", 65535), ("flavor", "mysql"),
-    ("ssh_conn_id", "ssh.shop-main_1"), ("owner", "dba-team"),
+    ("ssh_conn_id", "ssh.shop-main_1"), ("owner", "dba-team"), ("owner", "Jürgen Müller <jürgen@exämple.de>"),
+    ("app", "商店"),
 ]
 
 
