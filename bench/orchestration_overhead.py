@@ -10,17 +10,17 @@ on loopback), on the same data:
   file, ``zstd -d | mbstream -x`` into a scratch directory, ``sha256sum`` of every extracted
   file, ``mariabackup --prepare --use-memory=256M``, ``rm -rf`` the scratch copy.
 * ``dag_total``: the wall time of ``dag.test()`` of ``mysql_backup__sandbox`` (the whole nightly
-  job: collect_facts, choose_source, reserve_space, full_backup, verify_backup, catalog_backup),
+  job: collect_facts, choose_source, reserve_space, backup, verify_backup, catalog_backup),
   and each task's own duration from its task instance (start_date .. end_date).
 
 Rounds alternate bare, then DAG. One untimed warm-up ``dag.test()`` runs first: the first one
 in a process pays Airflow's own start-up; it is reported separately as a one-off cost.
-Ratios: ``dag_total / (bare_backup + bare_verify)``, ``full_backup / bare_backup`` and
+Ratios: ``dag_total / (bare_backup + bare_verify)``, ``backup / bare_backup`` and
 ``verify_backup / bare_verify`` (medians). Target: the DAG within 1.15x of the bare commands.
 
 ``bare_fsync`` (informational, in no ratio): ``sync FILE`` right after the bare backup. The
 bare ``cat >`` leaves the file in the page cache; ``storage.py receive`` fsyncs before it
-renames the file into place, so part of that cost is in the DAG's full_backup task.
+renames the file into place, so part of that cost is in the DAG's backup task.
 
 Everything (sandbox, AIRFLOW_HOME, catalog, CMDB, storage) lives in one temp directory that is
 removed at the end (``--keep`` keeps it). Airflow's and the tasks' own log output goes to
@@ -54,7 +54,7 @@ DAG_ID = "mysql_backup__sandbox"
 TARGET = 1.15
 MIB = 1 << 20
 GIB = 1 << 30
-TASKS = ("collect_facts", "choose_source", "reserve_space", "full_backup", "verify_backup", "catalog_backup")
+TASKS = ("collect_facts", "choose_source", "reserve_space", "backup", "verify_backup", "catalog_backup")
 SUFFIX = {"none": "", "gzip": ".gz", "zstd": ".zst"}
 COMPRESSOR = {"none": "", "gzip": " | gzip -c -1", "zstd": " | zstd -q -c -T0"}
 DECOMPRESS = {"none": "cat", "gzip": "gzip -d -c", "zstd": "zstd -d -q -c"}
@@ -357,7 +357,7 @@ def run_dag(dag, airflow_log: Path, storage: Path) -> dict:
     starts = sorted(ti.start_date for ti in tis.values())
     ends = sorted(ti.end_date for ti in tis.values())
     xcom = xcom_values(dr.run_id)
-    fb, vb = xcom.get("full_backup", {}), xcom.get("verify_backup", {})
+    fb, vb = xcom.get("backup", {}), xcom.get("verify_backup", {})
     # the stored backup is not kept: the disk must not fill over the rounds
     label_dir = fb.get("label_dir")
     artifact_bytes = fb.get("size_bytes")
@@ -389,27 +389,27 @@ def ratio(a, b) -> str:
 
 def print_round(title: str, bare: dict, dag: dict) -> None:
     t = dag["tasks"]
-    other = sum(v for k, v in t.items() if k not in ("full_backup", "verify_backup"))
+    other = sum(v for k, v in t.items() if k not in ("backup", "verify_backup"))
     in_tasks = sum(t.values())
     gaps = dag["total"] - in_tasks
     bare_total = bare["backup_s"] + bare["verify_s"]
     out(title)
     out(f"  {'step':<22}{'bare':>11}{'DAG':>11}{'overhead':>11}{'ratio':>9}")
-    out(f"  {'backup (full_backup)':<22}{f_s(bare['backup_s']):>11}{f_s(t['full_backup']):>11}"
-        f"{t['full_backup'] - bare['backup_s']:+10.2f}s{ratio(t['full_backup'], bare['backup_s']):>9}")
+    out(f"  {'backup (backup)':<22}{f_s(bare['backup_s']):>11}{f_s(t['backup']):>11}"
+        f"{t['backup'] - bare['backup_s']:+10.2f}s{ratio(t['backup'], bare['backup_s']):>9}")
     out(f"  {'verify (verify_backup)':<22}{f_s(bare['verify_s']):>11}{f_s(t['verify_backup']):>11}"
         f"{t['verify_backup'] - bare['verify_s']:+10.2f}s{ratio(t['verify_backup'], bare['verify_s']):>9}")
     out(f"  {'other 4 tasks':<22}{'-':>11}{f_s(other):>11}{other:+10.2f}s")
     out(f"  {'outside tasks':<22}{'-':>11}{f_s(gaps):>11}{gaps:+10.2f}s")
     out(f"  {'whole job':<22}{f_s(bare_total):>11}{f_s(dag['total']):>11}"
         f"{dag['total'] - bare_total:+10.2f}s{ratio(dag['total'], bare_total):>9}")
-    out("    other tasks: " + ", ".join(f"{k} {t[k]:.2f} s" for k in TASKS if k not in ("full_backup", "verify_backup")))
+    out("    other tasks: " + ", ".join(f"{k} {t[k]:.2f} s" for k in TASKS if k not in ("backup", "verify_backup")))
     out(f"    outside tasks: dag.test() call to first task start {dag['before_first_task']:.2f} s, "
         f"between tasks {gaps - dag['before_first_task'] - dag['after_last_task']:.2f} s, "
         f"last task end to return {dag['after_last_task']:.2f} s")
     if dag.get("pipeline_s") is not None:
-        out(f"    full_backup inside: ssh|ssh pipeline {dag['pipeline_s']:.2f} s (mariabackup+compress on the host "
-            f"{dag['mariabackup_s'] or 0:.2f} s), task minus pipeline {t['full_backup'] - dag['pipeline_s']:.2f} s")
+        out(f"    backup inside: ssh|ssh pipeline {dag['pipeline_s']:.2f} s (mariabackup+compress on the host "
+            f"{dag['mariabackup_s'] or 0:.2f} s), task minus pipeline {t['backup'] - dag['pipeline_s']:.2f} s")
     if dag.get("verify_script_s") is not None:
         out(f"    verify_backup inside: storage.py verify {dag['verify_script_s']:.2f} s (extract "
             f"{dag['verify_extract_s'] or 0:.2f} s, prepare {dag['verify_prepare_s'] or 0:.2f} s), "
@@ -524,12 +524,12 @@ def main() -> int:
 
         bare_total = mb["backup_s"] + mb["verify_s"]
         whole = md["total"] / bare_total
-        backup = md["tasks"]["full_backup"] / mb["backup_s"]
+        backup = md["tasks"]["backup"] / mb["backup_s"]
         verify = md["tasks"]["verify_backup"] / mb["verify_s"]
         out("ratios (medians, this run):")
         out(f"  dag_total / (bare_backup + bare_verify) = {md['total']:.2f} / {bare_total:.2f} = {whole:.3f}x   "
             f"target <= {TARGET}x: {'met' if whole <= TARGET else 'NOT met'}")
-        out(f"  full_backup task / bare_backup          = {md['tasks']['full_backup']:.2f} / {mb['backup_s']:.2f} = "
+        out(f"  backup task / bare_backup          = {md['tasks']['backup']:.2f} / {mb['backup_s']:.2f} = "
             f"{backup:.3f}x   target <= {TARGET}x: {'met' if backup <= TARGET else 'NOT met'}")
         out(f"  verify_backup task / bare_verify        = {md['tasks']['verify_backup']:.2f} / {mb['verify_s']:.2f} = "
             f"{verify:.3f}x   (no target)")
@@ -541,7 +541,7 @@ def main() -> int:
             f"{rounds[0]['bare']['files']}, DAG {rounds[0]['dag']['verify_files']}")
         out("throughput (on-disk data MiB / s, artifact MiB / s):")
         out(f"  backup: bare {disk_mib / mb['backup_s']:.1f} / {bare_art / mb['backup_s']:.1f}, "
-            f"full_backup task {disk_mib / md['tasks']['full_backup']:.1f} / {dag_art / md['tasks']['full_backup']:.1f}")
+            f"backup task {disk_mib / md['tasks']['backup']:.1f} / {dag_art / md['tasks']['backup']:.1f}")
         out(f"  verify: bare {disk_mib / mb['verify_s']:.1f} / {bare_art / mb['verify_s']:.1f}, "
             f"verify_backup task {disk_mib / md['tasks']['verify_backup']:.1f} / "
             f"{dag_art / md['tasks']['verify_backup']:.1f}")

@@ -15,7 +15,7 @@ from mysqlbackup import params as P
 from mysqlbackup.cmdb import Cmdb, Instance
 from operators.alerting import BackupFailureCallback
 from operators.backup import (CatalogBackupOperator, ChooseSourceOperator, CollectFactsOperator,
-                              FullBackupOperator, RebuildCatalogOperator, ReserveSpaceOperator,
+                              BackupOperator, RebuildCatalogOperator, ReserveSpaceOperator,
                               VerifyBackupOperator)
 from operators.cmdb_health import CmdbHealthOperator
 
@@ -35,18 +35,36 @@ def _dag_defaults() -> dict:
 
 
 @lru_cache(maxsize=256)
-def _timetable(schedule: str | None):
+def _timetable(schedule: str | None, *more: str | None):
     """One timetable per distinct schedule, shared by every DAG using it (they are immutable).
 
     DAGs get no start_date, so a new DAG waits for its next scheduled time (run_immediately=False)
     instead of running the latest missed one at once: adding 3,000 instances to the CMDB must not
     start 3,000 backups in the same minute.
     """
-    if schedule is None:
+    crons = [c for c in (schedule, *more) if c]
+    if not crons:
         return None
-    from airflow.timetables.trigger import CronTriggerTimetable
+    from airflow.timetables.trigger import CronTriggerTimetable, MultipleCronTriggerTimetable
     import pendulum
-    return CronTriggerTimetable(schedule, timezone=pendulum.UTC)
+    if len(crons) == 1:
+        return CronTriggerTimetable(crons[0], timezone=pendulum.UTC)
+    # full and incremental times: one run at a time either way; the run's logical date tells
+    # ChooseSourceOperator which of the two schedules it is
+    return MultipleCronTriggerTimetable(*crons, timezone=pendulum.UTC)
+
+
+def _backup_params() -> dict:
+    """The trigger form of a backup DAG (about 2 us: a Param validates its default lazily)."""
+    from airflow.sdk import Param
+    return {"kind": Param("auto", type="string", enum=["auto", "full", "incremental"],
+                          values_display={"auto": "auto: as the policy says (full, or incremental on its schedule)",
+                                          "full": "full: a new chain",
+                                          "incremental": "incremental: on the newest usable backup of the chain"},
+                          description="Which backup to take. auto (scheduled runs): a full at full_schedule times, "
+                                      "an incremental at incremental_schedule times when the chain allows it, "
+                                      "else a full. incremental: fails before anything runs when no backup can "
+                                      "be its parent.")}
 
 
 def task_retries() -> int:
@@ -54,18 +72,22 @@ def task_retries() -> int:
 
 
 def backup_dag(inst: Instance, cmdb: Cmdb) -> DAG:
-    """The nightly full backup DAG of one instance."""
+    """The nightly backup DAG of one instance: a full, or an incremental on its chain (param ``kind``)."""
     pol = inst.policy
     replicas = tuple(cmdb.replicas_of(inst.name))
     pool = cmdb.pool_name(inst.storage.ssh_conn_id)
     callback = BackupFailureCallback(inst.name, inst.owner, inst.app, inst.alerts, instance=inst)
     default_args = {"owner": inst.owner, "retries": task_retries(), "retry_delay": timedelta(minutes=5),
                     "retry_exponential_backoff": True, "on_failure_callback": callback}
-    doc = (f"Full backup of **{inst.name}** ({inst.flavor} {inst.role} {inst.host}:{inst.port}, app {inst.app}, "
+    when = (f"full {pol.full_schedule or 'never scheduled'}"
+            + (f", incremental {pol.incremental_schedule} (chains of at most {pol.max_chain_length})"
+               if pol.incremental_schedule else "")) if pol.backup_enabled else "manual (backup disabled in the CMDB)"
+    doc = (f"Backup of **{inst.name}** ({inst.flavor} {inst.role} {inst.host}:{inst.port}, app {inst.app}, "
            f"owner {inst.owner}). Source: a healthy replica ({', '.join(r.name for r in replicas) or 'none listed'}), "
            f"primary allowed: {pol.allow_primary}. Storage: `{inst.storage.ssh_conn_id}:{inst.storage.base_dir}`. "
-           f"Schedule: {pol.full_schedule if pol.backup_enabled else 'manual (backup disabled in the CMDB)'}.")
-    with DAG(dag_id=DAG_PREFIX + inst.name, schedule=_timetable(pol.full_schedule if pol.backup_enabled else None),
+           f"Schedule: {when}.")
+    schedule = _timetable(pol.full_schedule, pol.incremental_schedule) if pol.backup_enabled else None
+    with DAG(dag_id=DAG_PREFIX + inst.name, schedule=schedule, params=_backup_params(),
              max_active_runs=1, default_args=default_args, **_dag_defaults(),
              tags=["mysql-backup", f"app:{inst.app}"[:100], f"owner:{inst.owner}"[:100], *inst.tags],
              doc_md=doc, dagrun_timeout=timedelta(hours=24)) as dag:
@@ -75,7 +97,7 @@ def backup_dag(inst: Instance, cmdb: Cmdb) -> DAG:
         facts = CollectFactsOperator(task_id="collect_facts", **common)
         source = ChooseSourceOperator(task_id="choose_source", **common)
         reserve = ReserveSpaceOperator(task_id="reserve_space", **common)
-        backup = FullBackupOperator(task_id="full_backup", **long)
+        backup = BackupOperator(task_id="backup", **long)
         verify = VerifyBackupOperator(task_id="verify_backup", **long)
         record = CatalogBackupOperator(task_id="catalog_backup", **common)
         chain(facts, source, reserve, backup, verify, record)

@@ -1,67 +1,239 @@
-"""python -m sandbox up|down|status|env --dir DIR"""
+"""python -m sandbox ACTION --dir DIR: the embedded sandbox of scripts/demo.sh.
+
+  up           start the sandbox: resume it on its existing data when there is one (same ports
+               when free), else create it; write the CMDB and the backup user's option file;
+               load the sample database `shop` once
+  down         stop it (the data stays), and end whatever process the demo left behind
+  status       JSON: running, ports
+  reset        stop it and delete its state (servers' data, storage, catalog, records)
+  connections  the Airflow connections as JSON (0600 file, for `airflow connections import`)
+  airflow-setup      set the connections and pools in a running Airflow (REST)
+  airflow-run DAG    trigger a run of DAG and wait for it (REST)
+  bad-delete         run the demo's bad DELETE once (after the first backup) and record it
+  flashback          the mysql_flashback run for that DELETE, once (REST), review only
+  summary            the sample data, the bad DELETE and how to undo it (CLI and DAG)
+"""
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sys
 from pathlib import Path
 
 import yaml
 
-from sandbox.servers import Sandbox
+from sandbox.servers import MARK_ENV, Sandbox, sweep
+
+FLASHBACK_DAG = "mysql_flashback"
+
+
+def err(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _write_if_changed(path: Path, text: str) -> bool:
+    if path.exists() and path.read_text() == text:
+        return False
+    path.write_text(text)
+    return True
+
+
+def up(state: Path, replica: bool, sample: bool) -> Sandbox:
+    from sandbox import sample as sample_data
+    if (state / "state.json").exists():
+        sb = Sandbox.load(state)
+        if sb.running():
+            err(f"sandbox already running in {state}: source port {sb.source.port}, "
+                f"replica port {sb.replica.port if sb.replica else '-'}, sshd port {sb.sshd.port}")
+        else:
+            sb = Sandbox.resume(state, log=lambda m: err(f"sandbox: {m}"))
+            moved = "".join(f"; {k} moved {a} -> {b}" for k, (a, b) in sb.moved.items())
+            err(f"sandbox resumed on its data in {state}: source port {sb.source.port}, "
+                f"replica port {sb.replica.port if sb.replica else '-'}, sshd port {sb.sshd.port}{moved}")
+    else:
+        sb = Sandbox.create(state, replica=replica)
+        err(f"sandbox created in {state}: source port {sb.source.port}, "
+            f"replica port {sb.replica.port if sb.replica else '-'}, sshd port {sb.sshd.port}")
+    if _write_if_changed(state / "cmdb.yaml", yaml.safe_dump(sb.cmdb(), sort_keys=False)):
+        err(f"sandbox: wrote {state / 'cmdb.yaml'}")
+    sample_data.write_defaults_file(sb)
+    if sample:
+        sample_data.ensure_loaded(sb, log=err)
+    return sb
+
+
+def connections(sb: Sandbox) -> dict[str, dict]:
+    out = {}
+    for conn_id, conn in sb.connections().items():
+        c = dict(conn)
+        if isinstance(c.get("extra"), dict):
+            c["extra"] = json.dumps(c["extra"])
+        out[conn_id] = c
+    return out
+
+
+def reset(state: Path) -> None:
+    """Stop the sandbox and delete its state; the template (a clean initialised datadir) stays."""
+    if (state / "state.json").exists():
+        Sandbox.load(state).stop()
+    _sweep(state)
+    if not state.is_dir():
+        err(f"nothing to remove: {state} does not exist")
+        return
+    for p in sorted(state.iterdir()):
+        if p.name in ("template",):
+            print(f"kept     {p}  (a clean initialised datadir, copied for new servers)", flush=True)
+            continue
+        print(f"removing {p}", flush=True)
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
+def _sweep(state: Path) -> None:
+    mark = os.environ.get(MARK_ENV) or os.path.abspath(state)
+    left = sweep(mark)
+    if left:
+        err(f"ended {len(left)} leftover process(es) of the demo:")
+        for pid, cmd in sorted(left.items()):
+            err(f"  {pid} {cmd[:160]}")
+
+
+def _api(args):
+    from sandbox.airflow_api import Airflow
+    return Airflow(args.base_url or os.environ["AIRFLOW__API__BASE_URL"], args.airflow_home or os.environ["AIRFLOW_HOME"])
+
+
+def flashback(state: Path, args) -> int:
+    """Trigger mysql_flashback for the recorded DELETE once (review only) and record where it wrote."""
+    from sandbox import sample as sample_data
+    from sandbox.airflow_api import AirflowError
+    rec_path = state / sample_data.DELETE_RECORD
+    rec = json.loads(rec_path.read_text())
+    if rec.get("flashback_run"):
+        err(f"{FLASHBACK_DAG} ran already for the bad DELETE (run {rec['flashback_run']['run_id']})")
+        return 0
+    api = _api(args)
+    run_id = f"demo_undo_bad_delete__{rec['gtid']}"
+    err(f"triggering {FLASHBACK_DAG} (run {run_id}) for the bad DELETE, review only (apply: false)")
+    try:
+        api.wait_dag(FLASHBACK_DAG, 240)
+        final = api.run(FLASHBACK_DAG, run_id, sample_data.flashback_conf(rec), timeout=args.timeout)
+        err(f"run {run_id}: {final}")
+        if final != "success":
+            return 1
+        result = api.xcom(FLASHBACK_DAG, run_id, "flashback")
+    except AirflowError as exc:
+        err(f"ERROR: {exc}")
+        return 2
+    rec["flashback_run"] = {"run_id": run_id, "stored": result.get("stored"), "rows": result.get("rows"),
+                            "sha256": result.get("sha256")}
+    rec_path.write_text(json.dumps(rec, indent=2) + "\n")
+    return 0
+
+
+def summary(state: Path, sb: Sandbox, args) -> None:
+    """The sample data and flashback part of the demo's summary."""
+    from sandbox import sample as sample_data
+    pad = " " * 15
+    loaded = state / sample_data.SAMPLE_RECORD
+    if loaded.exists():
+        rows = json.loads(loaded.read_text())["rows"]
+        print(f"Sample data:   database {sample_data.DB} on the source 127.0.0.1:{sb.source.port} "
+              f"(replicated): {', '.join(f'{t} {n}' for t, n in rows.items())} rows as loaded")
+    rec_path = state / sample_data.DELETE_RECORD
+    if not rec_path.exists():
+        return
+    rec = json.loads(rec_path.read_text())
+    root = Path(args.root or Path(__file__).resolve().parent.parent)
+    conf = sample_data.flashback_conf(rec)
+    print(f"Bad DELETE:    {rec['statement']}  ({rec['rows_deleted']} rows, after the first backup)")
+    print(f"{pad}GTID {rec['gtid']}; binlog {rec['start_position']} .. {rec['stop_position']}; "
+          f"UTC {rec['start_utc']} .. {rec['stop_utc']}")
+    print(f"Undo it, CLI:  (run from {root}; writes the undo SQL for review, applies nothing)")
+    print(f"{pad}{sample_data.flashback_command(sb, rec, root)}")
+    print(f"Undo it, DAG:  trigger {FLASHBACK_DAG} with this conf (apply false: review first):")
+    print(f"{pad}{json.dumps(conf)}")
+    run = rec.get("flashback_run")
+    if run:
+        print(f"{pad}run {run['run_id']} wrote {run.get('rows')} rows of undo SQL on the storage host:")
+        print(f"{pad}{run['stored']}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__)
-    ap.add_argument("action", choices=["up", "down", "status", "connections"])
+    ap = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("action", choices=["up", "down", "status", "reset", "connections", "airflow-setup", "airflow-run",
+                                       "bad-delete", "flashback", "summary"])
+    ap.add_argument("dag_id", nargs="?", help="with airflow-run: the DAG")
     ap.add_argument("--out", help="with connections: file to write (0600) for `airflow connections import`")
     ap.add_argument("--dir", default=".sandbox", help="state directory (default .sandbox)")
-    ap.add_argument("--no-replica", action="store_true", help="start the source only")
+    ap.add_argument("--no-replica", action="store_true", help="with up, on creation: start the source only")
+    ap.add_argument("--no-sample", action="store_true", help="with up: do not load the sample database")
+    ap.add_argument("--base-url", help="Airflow's API (default $AIRFLOW__API__BASE_URL)")
+    ap.add_argument("--airflow-home", help="default $AIRFLOW_HOME")
+    ap.add_argument("--pools", help="with airflow-setup: the pools JSON of `python -m mysqlbackup pools`")
+    ap.add_argument("--run-id", help="with airflow-run")
+    ap.add_argument("--conf", default="{}", help="with airflow-run: the run's conf (JSON)")
+    ap.add_argument("--timeout", type=float, default=1800, help="with airflow-run, flashback: seconds to wait")
+    ap.add_argument("--root", help="with summary: the repository root the printed command runs from")
     args = ap.parse_args(argv)
-    state = Path(args.dir)
+    state = Path(args.dir).resolve()
     if args.action == "up":
-        if (state / "state.json").exists():
-            sb = Sandbox.load(state)
-            if sb.running():
-                print(f"sandbox already running in {state}", file=sys.stderr)
-                return 0
-            sb.stop()
-            for sub in ("source", "replica", "sshd", "storage", "state.json"):
-                p = state / sub
-                if p.is_dir():
-                    import shutil
-                    shutil.rmtree(p)
-                elif p.exists():
-                    p.unlink()
-        sb = Sandbox.create(state, replica=not args.no_replica)
-        (state / "cmdb.yaml").write_text(yaml.safe_dump(sb.cmdb(), sort_keys=False))
-        print(f"sandbox up: source port {sb.source.port}, "
-              f"replica port {sb.replica.port if sb.replica else '-'}, sshd port {sb.sshd.port}",
-              file=sys.stderr)
+        up(state, replica=not args.no_replica, sample=not args.no_sample)
         return 0
+    if args.action == "reset":
+        reset(state)
+        return 0
+    if args.action == "airflow-run":
+        from sandbox.airflow_api import AirflowError
+        api = _api(args)
+        try:
+            api.wait_dag(args.dag_id, 240)
+            result = api.run(args.dag_id, args.run_id, json.loads(args.conf), timeout=args.timeout)
+        except AirflowError as exc:
+            err(f"ERROR: {exc}")
+            return 2
+        print(result)
+        return 0 if result == "success" else 1
     if not (state / "state.json").exists():
-        print(f"no sandbox in {state}", file=sys.stderr)
+        if args.action == "down":
+            _sweep(state)
+        err(f"no sandbox in {state}")
         return 0 if args.action == "down" else 1
     sb = Sandbox.load(state)
     if args.action == "down":
         sb.stop()
-        print("sandbox stopped", file=sys.stderr)
+        _sweep(state)
+        err("sandbox stopped")
     elif args.action == "status":
         print(json.dumps({"running": sb.running(), "source_port": sb.source.port,
                           "replica_port": sb.replica.port if sb.replica else None,
                           "sshd_port": sb.sshd.port}))
         return 0 if sb.running() else 1
     elif args.action == "connections":
-        import os
-        conns = {}
-        for conn_id, conn in sb.connections().items():
-            c = dict(conn)
-            if isinstance(c.get("extra"), dict):
-                c["extra"] = json.dumps(c["extra"])
-            conns[conn_id] = c
         fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            json.dump(conns, f)
+            json.dump(connections(sb), f)
+    elif args.action == "airflow-setup":
+        api = _api(args)
+        conns = [{"connection_id": cid, **c} for cid, c in connections(sb).items()]
+        api.upsert("connections", conns)
+        if args.pools:
+            pools = [{"name": name, **{k: v for k, v in p.items() if k in ("slots", "description", "include_deferred")}}
+                     for name, p in json.loads(Path(args.pools).read_text()).items()]
+            api.upsert("pools", pools)
+        err(f"Airflow: connections {', '.join(c['connection_id'] for c in conns)} and pools set")
+    elif args.action == "bad-delete":
+        from sandbox import sample as sample_data
+        sample_data.bad_delete(sb, log=err)
+    elif args.action == "flashback":
+        return flashback(state, args)
+    elif args.action == "summary":
+        summary(state, sb, args)
     return 0
 
 

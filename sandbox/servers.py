@@ -20,12 +20,26 @@ import pymysql
 
 BACKUP_USER = "backup"
 REPL_USER = "repl"
+# Set (to the state directory) by scripts/demo.sh for everything it starts, and passed by the
+# sandbox's sshd to its sessions (SetEnv): `sweep` finds what is left of a demo by it.
+MARK_ENV = "MYSQL_BACKUP_SANDBOX"
 
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def port_free(port: int) -> bool:
+    """Whether a server could listen on 127.0.0.1:``port`` now (as mariadbd and sshd do: SO_REUSEADDR)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def _which(name: str) -> str:
@@ -82,6 +96,67 @@ def stop_pid(pid: int, timeout: float = 30.0, proc: subprocess.Popen | None = No
         pass
     if proc is not None:
         proc.wait(timeout=10)
+
+
+def _runs(pid: int, needle: str) -> bool:
+    """Whether ``pid`` still is the process we started (its command line names ``needle``): a pid
+    recorded in state.json may belong to another process after a reboot."""
+    try:
+        return needle in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+
+
+def _ancestors(pid: int) -> set[int]:
+    out = set()
+    while pid > 1 and pid not in out:
+        out.add(pid)
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return out
+
+
+def marked_pids(mark: str) -> dict[int, str]:
+    """Live processes whose environment has ``MARK_ENV=mark`` (not this process nor its ancestors)."""
+    want = f"{MARK_ENV}={mark}".encode()
+    skip = _ancestors(os.getpid())
+    found = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) in skip:
+            continue
+        pid = int(name)
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes()
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        if want in env.split(b"\0") and _pid_alive(pid):
+            found[pid] = cmd
+    return found
+
+
+def sweep(mark: str, timeout: float = 15.0) -> dict[int, str]:
+    """End every process still carrying the demo's mark (SIGTERM, then SIGKILL): what a stop of the
+    process groups missed, e.g. ssh clients a task started in their own session, or the commands
+    they ran on the sandbox's sshd. Returns what it found."""
+    found = marked_pids(mark)
+    for pid in found:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(_pid_alive(p) for p in found):
+        time.sleep(0.1)
+    for pid in found:
+        if _pid_alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    return found
 
 
 def make_template(path: Path) -> Path:
@@ -143,14 +218,19 @@ class MariaDB:
             args.insert(2, "--user=root")
         return args + list(self.extra_args)
 
-    def start(self, template: Path | None = None, timeout: float = 60.0) -> subprocess.Popen:
+    def start(self, template: Path | None = None, timeout: float = 60.0,
+              extra: tuple[str, ...] | list[str] = ()) -> subprocess.Popen:
+        """Start on the existing datadir, or on a copy of ``template`` when there is none yet.
+
+        ``extra`` is added to this start's arguments only (e.g. ``--skip-slave-start``).
+        """
         base = Path(self.base)
         base.mkdir(parents=True, exist_ok=True)
         if not Path(self.datadir, "mysql").is_dir():
             if template is None:
                 raise RuntimeError(f"{self.datadir} is empty and no template was given")
             shutil.copytree(template, self.datadir, symlinks=True)
-        proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        proc = subprocess.Popen(self.argv() + list(extra), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
         self.pid = proc.pid
 
@@ -183,9 +263,9 @@ class MariaDB:
             conn.close()
 
     def stop(self, proc: subprocess.Popen | None = None) -> None:
-        if self.pid:
+        if self.pid and (proc is not None or _runs(self.pid, self.datadir)):
             stop_pid(self.pid, proc=proc)
-            self.pid = 0
+        self.pid = 0
 
 
 @dataclass
@@ -235,7 +315,9 @@ class Sshd:
             f"AuthorizedKeysFile {base}/authorized_keys", "PasswordAuthentication no",
             "KbdInteractiveAuthentication no", "PermitRootLogin prohibit-password", "UsePAM no",
             "StrictModes no", f"PidFile {base}/sshd.pid", "MaxStartups 100:30:200", "MaxSessions 100",
-            "Subsystem sftp /usr/lib/openssh/sftp-server", "LogLevel ERROR", ""]))
+            "Subsystem sftp /usr/lib/openssh/sftp-server", "LogLevel ERROR",
+            # the demo's mark reaches the commands run over ssh too (see sweep)
+            *([f'SetEnv "{MARK_ENV}={os.environ[MARK_ENV]}"'] if os.environ.get(MARK_ENV) else []), ""]))
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)
         sshd = _which("sshd") if shutil.which("sshd") else "/usr/sbin/sshd"
         subprocess.run([sshd, "-t", "-f", str(cfg)], check=True)
@@ -266,9 +348,9 @@ class Sshd:
                           "no_host_key_check": False}}
 
     def stop(self, proc: subprocess.Popen | None = None) -> None:
-        if self.pid:
+        if self.pid and (proc is not None or _runs(self.pid, f"{self.base}/sshd_config")):
             stop_pid(self.pid, proc=proc)
-            self.pid = 0
+        self.pid = 0
 
 
 @dataclass
@@ -282,6 +364,7 @@ class Sandbox:
     backup_password: str
     storage_dir: str
     _procs: dict = field(default_factory=dict, repr=False)
+    moved: dict = field(default_factory=dict, repr=False)  # by resume(): {"source": (old_port, new_port)}
 
     @classmethod
     def create(cls, state_dir: str | Path, replica: bool = True, template: Path | None = None) -> "Sandbox":
@@ -311,6 +394,73 @@ class Sandbox:
             raise
         sb.write_state()
         return sb
+
+    @classmethod
+    def resume(cls, state_dir: str | Path, log=None) -> "Sandbox":
+        """Start a stopped sandbox again on its existing data: datadirs, binlogs, keys, password.
+
+        Each server keeps its port when it is still free; a port taken meanwhile is replaced by a
+        free one (``moved`` names them: update what points at them, e.g. a CMDB or Airflow
+        connections). The replica starts with ``--skip-slave-start``, is re-pointed when the
+        source moved, and resumes from its own ``gtid_slave_pos`` (MASTER_USE_GTID=slave_pos).
+        """
+        log = log or (lambda _m: None)
+        sb = cls.load(state_dir)
+        sb.stop()  # what is left of a crashed or half-stopped run (a no-op when nothing runs)
+        for srv in sb.servers():
+            if not Path(srv.datadir, "mysql").is_dir():
+                raise RuntimeError(f"{srv.datadir} is missing: the sandbox in {sb.state_dir} is incomplete "
+                                   f"(start from scratch with: scripts/demo.sh reset)")
+        sb.moved = {}
+        try:
+            sb._procs["source"] = sb._start_on_free_port("source", sb.source, sb.source.start, log)
+            if sb.replica:
+                sb._procs["replica"] = sb._start_on_free_port(
+                    "replica", sb.replica, lambda: sb.replica.start(extra=["--skip-slave-start"]), log)
+            sb._procs["sshd"] = sb._start_on_free_port("sshd", sb.sshd, sb.sshd.start, log)
+            if sb.replica:
+                sb._resume_replication(log)
+        except BaseException:
+            sb.stop()
+            raise
+        sb.write_state()
+        return sb
+
+    def _start_on_free_port(self, key: str, obj, start, log, attempts: int = 3):
+        """``start()`` on ``obj.port``, or on a new free port when that one is taken (also when it
+        is taken between the check and the start: the server then fails to bind)."""
+        for attempt in range(attempts):
+            if not port_free(obj.port):
+                old, obj.port = obj.port, free_port()
+                self.moved[key] = (self.moved.get(key, (old,))[0], obj.port)
+                log(f"{key}: port {old} is taken now; moving to {obj.port}")
+            try:
+                return start()
+            except RuntimeError:
+                if attempt + 1 < attempts and not port_free(obj.port):
+                    obj.stop()
+                    continue
+                raise
+
+    def _resume_replication(self, log) -> None:
+        assert self.replica
+        conn = self.replica.connect(cursorclass=pymysql.cursors.DictCursor)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SHOW SLAVE STATUS")
+                status = cur.fetchone() or {}
+        finally:
+            conn.close()
+        if (int(status.get("Master_Port") or 0) != self.source.port or status.get("Master_Host") != "127.0.0.1"
+                or status.get("Using_Gtid") != "Slave_Pos"):
+            # CHANGE MASTER keeps gtid_slave_pos: the replica resumes from the last transaction it applied
+            log(f"replica: pointing replication at the source's port {self.source.port} "
+                f"(was {status.get('Master_Port') or 'unset'})")
+            self.replica.sql("CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=%s, MASTER_USER=%s, "
+                             "MASTER_PASSWORD=%s, MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1",
+                             (self.source.port, REPL_USER, self.backup_password))
+        self.replica.sql("START SLAVE")
+        self.sync_replica()
 
     def servers(self) -> list[MariaDB]:
         return [s for s in (self.source, self.replica) if s]
@@ -401,7 +551,9 @@ class Sandbox:
                    storage_dir=data["storage_dir"])
 
     def running(self) -> bool:
-        return all(p.pid and _pid_alive(p.pid) for p in [*self.servers(), self.sshd])
+        return (all(s.pid and _pid_alive(s.pid) and _runs(s.pid, s.datadir) for s in self.servers())
+                and bool(self.sshd.pid) and _pid_alive(self.sshd.pid)
+                and _runs(self.sshd.pid, f"{self.sshd.base}/sshd_config"))
 
     def stop(self) -> None:
         """Stop everything this sandbox started (also when loaded from state by another process)."""

@@ -55,8 +55,9 @@ _TOOL_TRANSIENT_RE = re.compile(
 
 
 def backup_argv(flavor, defaults_file, target_dir, lsn_dir, parallel, socket=None, host=None,
-                port=None, slave_info=False, tool=None, safe_slave_backup=False):
-    """The mariabackup / xtrabackup command line streaming a full backup to stdout.
+                port=None, slave_info=False, tool=None, safe_slave_backup=False, incremental_lsn=None):
+    """The mariabackup / xtrabackup command line streaming a backup to stdout: a full one, or an
+    incremental one of the pages changed since ``incremental_lsn`` (the parent's to_lsn).
 
     ``--defaults-file`` comes first (the tools require it). With ``port`` but no socket,
     ``--protocol=TCP`` is added so that host "localhost" cannot silently mean the default socket.
@@ -68,6 +69,8 @@ def backup_argv(flavor, defaults_file, target_dir, lsn_dir, parallel, socket=Non
     argv = [tool or name, "--defaults-file=%s" % defaults_file, "--backup", "--stream=%s" % stream,
             "--target-dir=%s" % target_dir, "--extra-lsndir=%s" % lsn_dir,
             "--parallel=%d" % int(parallel)]
+    if incremental_lsn is not None:
+        argv.append("--incremental-lsn=%d" % int(incremental_lsn))
     if slave_info:
         argv.append("--slave-info")
     if safe_slave_backup:
@@ -289,7 +292,7 @@ def cmd_facts(args) -> dict:
     tcp = bool(not args.socket and (args.port or creds.get("port")))
     names = ", ".join("'%s'" % n for n in FACT_VARIABLES)
     sql = ("SELECT 'vars' AS {s}; SHOW GLOBAL VARIABLES WHERE Variable_name IN ({names}); "
-           "SELECT 'status' AS {s}; SHOW GLOBAL STATUS WHERE Variable_name IN ('Uptime');"
+           "SELECT 'status' AS {s}; SHOW GLOBAL STATUS WHERE Variable_name IN ('Uptime', 'Innodb_lsn_current');"
            ).format(s=SECTION, names=names)
     with hostkit.defaults_file(creds, socket=args.socket, host=args.host, port=args.port) as dfile:
         code, out, err = _client_query(client, dfile, sql, tcp)
@@ -299,6 +302,9 @@ def cmd_facts(args) -> dict:
         facts = normalise_variables(sections.get("vars", []))
         status = {(r.get("Variable_name") or "").lower(): r.get("Value") for r in sections.get("status", [])}
         facts["uptime"] = _to_int(status.get("uptime"))
+        # the redo log's current LSN (MariaDB): an incremental's base LSN above it means the server is
+        # not the one the chain was taken from (a rebuilt or another server)
+        facts["innodb_lsn"] = _to_int(status.get("innodb_lsn_current"))
         # from the filesystem, not information_schema.TABLES: that query opens every table and can
         # take minutes on an instance with very many tables; the datadir's allocated blocks are also
         # what a physical backup copies (ibdata, undo, logs included)
@@ -528,6 +534,8 @@ def classify_tool_failure(tail_text: str) -> int:
 def cmd_backup(args) -> dict:
     if args.parallel < 1:
         raise ScriptError(USAGE, "--parallel must be at least 1")
+    if args.incremental_lsn is not None and args.incremental_lsn < 0:
+        raise ScriptError(USAGE, "--incremental-lsn must be >= 0")
     if args.socket and (args.host or args.port):
         raise ScriptError(USAGE, "give either --socket or --host/--port, not both")
     if args.tmpdir and not os.path.isdir(args.tmpdir):
@@ -557,8 +565,9 @@ def cmd_backup(args) -> dict:
         os.mkdir(lsn, 0o700)
         argv = backup_argv(args.flavor, dfile, target, lsn, args.parallel, socket=socket_path,
                            host=args.host, port=args.port, slave_info=args.slave_info, tool=tool,
-                           safe_slave_backup=args.safe_slave_backup)
-        log("starting %s (%s), stream %s, compress %s, parallel %d, %s", name, version,
+                           safe_slave_backup=args.safe_slave_backup, incremental_lsn=args.incremental_lsn)
+        log("starting %s (%s), %s, stream %s, compress %s, parallel %d, %s", name, version,
+            "incremental from LSN %d" % args.incremental_lsn if args.incremental_lsn is not None else "full",
             "mbstream" if args.flavor == "mariadb" else "xbstream", args.compress, args.parallel,
             "socket %s" % socket_path if socket_path else "%s:%s" % (args.host or "localhost", args.port or "default"))
         state = {"completed": False, "sql_stopped": False, "sql_started": False}
@@ -667,7 +676,8 @@ def build_parser() -> hostkit.ArgumentParser:
                         "the datadir's filesystem")
     r.set_defaults(func=cmd_reserve)
 
-    b = sub.add_parser("backup", help="stream a full physical backup to stdout (credentials JSON on stdin)",
+    b = sub.add_parser("backup", help="stream a full or incremental physical backup to stdout (credentials JSON "
+                                      "on stdin)",
                        description="Run mariabackup (mariadb) or xtrabackup (mysql) with --stream, optionally "
                                    "piped through a compressor, straight to stdout (no Python in the data path). "
                                    "The tool's log is re-logged to stderr. Credentials: one JSON line on stdin.")
@@ -683,6 +693,9 @@ def build_parser() -> hostkit.ArgumentParser:
                         "the thread for the WHOLE backup, so lag grows. The account needs REPLICATION SLAVE "
                         "ADMIN (MariaDB) / REPLICATION_SLAVE_ADMIN (MySQL). If the backup dies, the thread is "
                         "restarted by this script")
+    b.add_argument("--incremental-lsn", type=int, metavar="LSN",
+                   help="an incremental backup: only the pages changed since LSN (the parent backup's to_lsn); "
+                        "default: a full backup")
     b.add_argument("--tmpdir", metavar="DIR",
                    help="where the private work directory (target dir, LSN files) is created (default $TMPDIR)")
     b.set_defaults(func=cmd_backup)

@@ -51,9 +51,30 @@ def extract_argv(flavor: str, directory: str) -> list:
     return [EXTRACTORS[flavor], "-x", "-C", directory]
 
 
-def prepare_argv(flavor: str, directory: str, use_memory: str) -> list:
-    return [PREPARERS[flavor], "--no-defaults", "--prepare", "--target-dir=%s" % directory,
+def prepare_argv(flavor: str, directory: str, use_memory: str, incremental_dir: str | None = None,
+                 more_links: bool = False) -> list:
+    """--prepare of a full backup in DIRECTORY, or of an incremental in INCREMENTAL_DIR applied on the
+    prepared DIRECTORY. xtrabackup must keep the redo log unapplied (--apply-log-only) while more
+    links of the chain follow; mariabackup needs no such flag."""
+    argv = [PREPARERS[flavor], "--no-defaults", "--prepare", "--target-dir=%s" % directory,
             "--use-memory=%s" % use_memory]
+    if incremental_dir is not None:
+        argv.append("--incremental-dir=%s" % incremental_dir)
+    if more_links and flavor == "mysql":
+        argv.append("--apply-log-only")
+    return argv
+
+
+def parse_base(text: str) -> tuple:
+    """``LABELDIR:ARTIFACT:SHA256`` of one earlier link of a chain (--base)."""
+    parts = text.rsplit(":", 2)
+    if len(parts) != 3:
+        raise ScriptError(USAGE, "--base must be LABELDIR:ARTIFACT:SHA256, got %r" % text)
+    labeldir = hostkit.check_path(parts[0], "--base")
+    digest = parts[2].strip().lower()
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ScriptError(USAGE, "--base %r: the sha256 must be 64 hex digits" % text)
+    return labeldir, _check_name(parts[1], "--base artifact"), digest
 
 
 def sha256sums_line(digest: str, rel: str) -> str:
@@ -269,8 +290,9 @@ def _read_metadata(scratch: str) -> dict:
             "has_checkpoints": checkpoints_text is not None}
 
 
-def _run_prepare(flavor: str, scratch: str, use_memory: str) -> None:
-    argv = prepare_argv(flavor, scratch, use_memory)
+def _run_prepare(flavor: str, scratch: str, use_memory: str, incremental_dir: str | None = None,
+                 more_links: bool = False) -> None:
+    argv = prepare_argv(flavor, scratch, use_memory, incremental_dir, more_links)
     argv[0] = hostkit.which_tool(argv[0])
     name = PREPARERS[flavor]
     completed = []
@@ -289,57 +311,88 @@ def _run_prepare(flavor: str, scratch: str, use_memory: str) -> None:
                           % (name, rc, "" if completed else ", no 'completed OK!'", "\n".join(tail)))
 
 
+def _check_sha256(artifact: str, expected: str, what: str) -> int:
+    if not os.path.isfile(artifact):
+        raise ScriptError(PRECONDITION, "%s %s not found on %s" % (what, artifact, hostkit.hostname()))
+    actual, size = hostkit.sha256_file(artifact)
+    if actual != expected:
+        raise ScriptError(PRECONDITION, "sha256 mismatch for %s %s: expected %s, actual %s"
+                          % (what, artifact, expected, actual), sha256_ok=False, expected=expected, actual=actual)
+    log("sha256 of %s %s (%s) ok", what, artifact, hostkit.human_bytes(size))
+    return size
+
+
 def cmd_verify(args) -> dict:
+    """Prove a backup restores: sha256, extract, checksums, metadata, prepare. For an incremental,
+    the chain is prepared as a restore would: the full, then each earlier link, then this one."""
     labeldir = hostkit.check_path(args.dir)
     name = _check_name(args.artifact)
     scratch = hostkit.check_path(args.scratch, "--scratch")
+    bases = [parse_base(b) for b in args.base or []]
     expected = (args.sha256 or "").strip().lower()
     if len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected):
         raise ScriptError(USAGE, "--sha256 must be 64 hex digits")
     artifact = os.path.join(labeldir, name)
-    if not os.path.isfile(artifact):
-        raise ScriptError(PRECONDITION, "artifact %s not found on %s" % (artifact, hostkit.hostname()))
-    if os.path.realpath(scratch) == os.path.realpath(labeldir) or \
-            os.path.realpath(labeldir).startswith(os.path.realpath(scratch) + "/"):
-        raise ScriptError(USAGE, "--scratch must not be the label directory or contain it")
-    if os.path.exists(scratch):
-        if not os.path.isdir(scratch) or os.listdir(scratch):
-            raise ScriptError(PRECONDITION, "scratch directory %s exists and is not empty" % scratch)
+    incdir = scratch + "-incremental"
+    for path in (scratch, incdir):
+        if os.path.realpath(path) == os.path.realpath(labeldir) or \
+                os.path.realpath(labeldir).startswith(os.path.realpath(path) + "/"):
+            raise ScriptError(USAGE, "--scratch must not be the label directory or contain it")
+        if os.path.exists(path):
+            if not os.path.isdir(path) or os.listdir(path):
+                raise ScriptError(PRECONDITION, "scratch directory %s exists and is not empty" % path)
     started = time.monotonic()
-    actual, size = hostkit.sha256_file(artifact)
-    if actual != expected:
-        raise ScriptError(PRECONDITION, "sha256 mismatch for %s: expected %s, actual %s"
-                          % (artifact, expected, actual), sha256_ok=False, expected=expected, actual=actual)
-    log("sha256 of %s (%s) ok", artifact, hostkit.human_bytes(size))
+    size = _check_sha256(artifact, expected, "artifact")
+    # the earlier links are re-read too: a chain is only as good as each of its links
+    for base_dir, base_name, base_sha in bases:
+        _check_sha256(os.path.join(base_dir, base_name), base_sha, "chain link")
     kept = False
+    extract_seconds = prepare_seconds = 0.0
     try:
         os.makedirs(scratch, mode=0o700, exist_ok=True)
-        t0 = time.monotonic()
-        _run_extract(args.flavor, artifact, scratch)
-        extract_seconds = round(time.monotonic() - t0, 3)
-        checksums_file, files, extracted_bytes = _write_checksums(scratch, labeldir)
-        log("extracted %d files (%s) in %.1f s; checksums in %s", files, hostkit.human_bytes(extracted_bytes),
-            extract_seconds, checksums_file)
-        meta = _read_metadata(scratch)
-        if not meta["has_checkpoints"]:
-            raise ScriptError(PRECONDITION, "incomplete backup: no xtrabackup_checkpoints / "
-                              "mariadb_backup_checkpoints in %s (stream cut short?)" % artifact)
-        t0 = time.monotonic()
-        _run_prepare(args.flavor, scratch, args.use_memory)
-        prepare_seconds = round(time.monotonic() - t0, 3)
+        links = [os.path.join(d, n) for d, n, _ in bases] + [artifact]
+        for i, link in enumerate(links):
+            last = i == len(links) - 1
+            target = scratch if i == 0 else incdir
+            if i > 0:
+                os.makedirs(incdir, mode=0o700, exist_ok=True)
+            t0 = time.monotonic()
+            _run_extract(args.flavor, link, target)
+            extract_seconds += time.monotonic() - t0
+            if last:
+                checksums_file, files, extracted_bytes = _write_checksums(target, labeldir)
+                log("extracted %d files (%s) of %s; checksums in %s", files, hostkit.human_bytes(extracted_bytes),
+                    os.path.basename(labeldir), checksums_file)
+                meta = _read_metadata(target)
+                if not meta["has_checkpoints"]:
+                    raise ScriptError(PRECONDITION, "incomplete backup: no xtrabackup_checkpoints / "
+                                      "mariadb_backup_checkpoints in %s (stream cut short?)" % artifact)
+                kind = meta["checkpoints"].get("backup_type")
+                if bases and kind != "incremental" or not bases and kind == "incremental":
+                    raise ScriptError(PRECONDITION, "%s is a %s backup but was verified as %s"
+                                      % (artifact, kind, "an incremental" if bases else "a full"))
+            t0 = time.monotonic()
+            _run_prepare(args.flavor, scratch, args.use_memory, incdir if i > 0 else None, more_links=not last)
+            prepare_seconds += time.monotonic() - t0
+            if i > 0:
+                shutil.rmtree(incdir)
+            if bases:
+                log("chain link %d of %d prepared: %s", i + 1, len(links), link)
         kept = args.keep_scratch
     finally:
+        shutil.rmtree(incdir, ignore_errors=True)
         if not kept:
             shutil.rmtree(scratch, ignore_errors=True)
     seconds = round(time.monotonic() - started, 3)
-    log("prepare ok in %.1f s; backup verified (binlog %s:%s, gtid %s)%s", prepare_seconds,
+    log("prepare ok in %.1f s%s; backup verified (binlog %s:%s, gtid %s)%s", prepare_seconds,
+        " (the chain of %d links)" % (len(bases) + 1) if bases else "",
         meta["binlog"]["file"], meta["binlog"]["pos"], meta["binlog"]["gtid"],
         "; prepared copy kept in %s" % scratch if kept else "")
     return {"sha256_ok": True, "size_bytes": size, "files": files, "extracted_bytes": extracted_bytes,
             "checksums_file": checksums_file, "binlog": meta["binlog"], "checkpoints": meta["checkpoints"],
             "info": meta["info"], "slave_info": meta["slave_info"], "prepared": True,
-            "scratch": scratch if kept else None, "seconds": seconds,
-            "extract_seconds": extract_seconds, "prepare_seconds": prepare_seconds}
+            "chain_links": len(bases) + 1, "scratch": scratch if kept else None, "seconds": seconds,
+            "extract_seconds": round(extract_seconds, 3), "prepare_seconds": round(prepare_seconds, 3)}
 
 
 def cmd_check(args) -> dict:
@@ -520,7 +573,10 @@ def build_parser() -> hostkit.ArgumentParser:
                        description="Re-read the artifact and compare its sha256; extract it (decompressed by "
                                    "suffix .zst/.gz) with mbstream/xbstream into SCRATCH; write LABELDIR/SHA256SUMS; "
                                    "read binlog position, GTID, LSNs; run mariabackup/xtrabackup --prepare; "
-                                   "remove SCRATCH (unless --keep-scratch; always on failure). A corrupt backup "
+                                   "remove SCRATCH (unless --keep-scratch; always on failure). An incremental is "
+                                   "verified with its chain (--base, the full first): each link is sha256-checked, "
+                                   "the full is extracted and prepared in SCRATCH, then each incremental in "
+                                   "SCRATCH-incremental is applied on it, as a restore does. A corrupt backup "
                                    "is exit 3.")
     v.add_argument("--dir", required=True, metavar="LABELDIR", help="label directory (absolute)")
     v.add_argument("--artifact", required=True, metavar="NAME", help="artifact file name in LABELDIR")
@@ -531,6 +587,9 @@ def build_parser() -> hostkit.ArgumentParser:
                    help="scratch directory for the extracted copy (absolute; must not exist or be empty)")
     v.add_argument("--use-memory", default="256M", metavar="SIZE",
                    help="buffer pool for --prepare (default 256M)")
+    v.add_argument("--base", action="append", metavar="LABELDIR:ARTIFACT:SHA256",
+                   help="an earlier link of this incremental's chain, the full first, in order (repeated); each "
+                        "is sha256-checked, extracted and prepared before this backup is applied on top")
     v.add_argument("--keep-scratch", action="store_true",
                    help="keep the prepared copy in DIR after success (a valid datadir)")
     v.set_defaults(func=cmd_verify)

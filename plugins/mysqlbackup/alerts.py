@@ -47,7 +47,7 @@ class Alert:
     what: str = ""  # for an incident: what it concerns, e.g. "backup 20261124-020000F"
 
     def subject(self) -> str:
-        """One-line subject, e.g. ``[mysql-backup] FAILED shop_main full_backup (try 2)`` or
+        """One-line subject, e.g. ``[mysql-backup] FAILED shop_main backup (try 2)`` or
         ``[mysql-backup] MISSING shop_main backup 20261124-020000F``."""
         if self.event == "FAILED":
             text = f"[mysql-backup] FAILED {self.instance} {self.task_id} (try {self.try_number})"

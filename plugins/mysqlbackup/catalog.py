@@ -74,6 +74,8 @@ backups_table = Table(
     Column("instance", String(64), nullable=False),
     Column("label", String(64), nullable=False),  # incremental labels are 33 chars
     Column("kind", String(16), nullable=False, default="full"),
+    Column("parent", String(64)),  # an incremental's parent label (added later: see _add_missing_columns)
+    Column("chain", String(64)),   # the label of the chain's full
     Column("status", String(16), nullable=False),
     Column("run_id", String(250)),
     Column("source_name", String(64)),
@@ -129,10 +131,105 @@ checks_table = Table(
 )
 Index("ix_stored_checks_instance_label", checks_table.c.instance, checks_table.c.label)
 
+# --- the continuous binlog archive (mysql_binlog__<name>, mysqlbackup.archive) --------------------
+# every archived binlog file: open (being written), closed (byte-identical to the server's, with its
+# sha256), incomplete (purged on the server before it was finished) or damaged (a closed file that
+# does not parse to its end)
+binlog_files_table = Table(
+    "binlog_files",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("instance", String(64), nullable=False),
+    Column("server_identity", String(64), nullable=False),  # <server_id>-<uid>
+    Column("server_id", BigInteger),
+    Column("name", String(255), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("size_bytes", BigInteger),
+    Column("sha256", String(64)),
+    Column("first_event_at", DateTime),
+    Column("last_event_at", DateTime),
+    Column("start_gtid_state", Text),  # the Gtid_list at the file's start
+    Column("end_gtid_state", Text),    # the GTID state after its last complete event
+    Column("first_gtid", String(80)),
+    Column("last_gtid", String(80)),
+    Column("events", BigInteger),
+    Column("transactions", BigInteger),
+    Column("ended_by", String(16)),
+    Column("storage_ssh_conn_id", String(250)),
+    Column("storage_path", String(1024)),
+    Column("archived_at", DateTime, nullable=False),
+    Column("closed_at", DateTime),
+    Column("updated_at", DateTime, nullable=False),
+    UniqueConstraint("instance", "server_identity", "name", name="uq_binlog_files_instance_identity_name"),
+)
+Index("ix_binlog_files_instance", binlog_files_table.c.instance)
+
+# every gap found in an instance's archive (transactions no archived file holds); never deleted
+binlog_gaps_table = Table(
+    "binlog_gaps",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("instance", String(64), nullable=False),
+    Column("gap_key", String(255), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("domain_id", BigInteger),
+    Column("missing", Text),  # e.g. "0-1-101..0-1-250 (150 transactions)"
+    Column("after_identity", String(64)),
+    Column("after_file", String(255)),
+    Column("before_identity", String(64)),
+    Column("before_file", String(255)),
+    Column("from_time", DateTime),  # the last archived event before the gap
+    Column("to_time", DateTime),    # the first archived event after it
+    Column("detail", Text),
+    Column("found_at", DateTime, nullable=False),
+    Column("alerted_at", DateTime),
+    Column("resolved_at", DateTime),
+    UniqueConstraint("instance", "gap_key", name="uq_binlog_gaps_instance_key"),
+)
+
+# backups that are not usable for point-in-time restore past a gap (their status stays usable:
+# a full restore is fine); rewritten by every supervisor run
+pitr_blocks_table = Table(
+    "pitr_blocks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("instance", String(64), nullable=False),
+    Column("label", String(64), nullable=False),
+    Column("gap_key", String(255), nullable=False),
+    Column("pitr_until", DateTime),  # the latest point a restore of this backup can reach
+    Column("detail", Text),
+    Column("found_at", DateTime, nullable=False),
+    UniqueConstraint("instance", "label", "gap_key", name="uq_pitr_blocks_instance_label_gap"),
+)
+
+# one row per instance: the archive's head, lag, recovery window and alert state
+binlog_archive_state_table = Table(
+    "binlog_archive_state",
+    metadata,
+    Column("instance", String(64), primary_key=True),
+    Column("server_identity", String(64)),
+    Column("head_file", String(255)),
+    Column("head_pos", BigInteger),
+    Column("last_event_at", DateTime),
+    Column("last_gtid", String(80)),
+    Column("lag_seconds", Float),
+    Column("lag_bytes", BigInteger),
+    Column("caught_up", Integer),
+    Column("measured_at", DateTime),
+    Column("streamer_action", String(32)),
+    Column("streamer_pid", Integer),
+    Column("window_start", DateTime),
+    Column("window_end", DateTime),
+    Column("lag_alerted_at", DateTime),
+    Column("failure_alerted_at", DateTime),
+    Column("details_json", Text),
+    Column("updated_at", DateTime, nullable=False),
+)
+
 _MANIFEST_COLUMNS = (
     "kind", "source_name", "source_host", "source_port", "duration_seconds", "size_bytes",
     "storage_ssh_conn_id", "storage_path", "artifact", "compress", "sha256", "binlog_file",
-    "binlog_pos", "gtid", "from_lsn", "to_lsn", "last_lsn",
+    "binlog_pos", "gtid", "from_lsn", "to_lsn", "last_lsn", "parent", "chain",
 )
 _DATETIME_COLUMNS = ("started_at", "finished_at", "updated_at")
 
@@ -296,13 +393,36 @@ class Catalog:
         return engine
 
     def _create_tables(self) -> None:
-        """Create missing tables; tolerate another process creating them at the same time."""
+        """Create missing tables and columns; tolerate another process doing it at the same time."""
         try:
             metadata.create_all(self.engine)
         except DBAPIError:
             names = set(inspect(self.engine).get_table_names())
-            if not {"backups", "instance_facts", "stored_checks"} <= names:
+            if not {t.name for t in metadata.sorted_tables} <= names:
                 raise
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """A catalog made by an older version lacks the columns added since: add them (nullable).
+
+        The one kind of schema change this catalog makes: a new nullable column, added with
+        ``ALTER TABLE ... ADD COLUMN`` (SQLite, MySQL and PostgreSQL all take it); nothing is
+        ever dropped or rewritten."""
+        insp = inspect(self.engine)
+        for table in metadata.sorted_tables:
+            have = {c["name"] for c in insp.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in have or not column.nullable:
+                    continue
+                ddl = (f"ALTER TABLE {table.name} ADD COLUMN {column.name} "
+                       f"{column.type.compile(dialect=self.engine.dialect)}")
+                try:
+                    with self.engine.begin() as conn:
+                        conn.exec_driver_sql(ddl)
+                    log.info("catalog: added column %s.%s", table.name, column.name)
+                except DBAPIError:  # another process added it first
+                    if column.name not in {c["name"] for c in inspect(self.engine).get_columns(table.name)}:
+                        raise
 
     def _tx(self, work: Callable[[Connection], T]) -> T:
         """Run work in one transaction, retrying when a concurrent insert wins a unique key."""
@@ -340,7 +460,8 @@ class Catalog:
 
     def start_backup(self, instance: str, label: str, run_id: str | None, source_name: str,
                      source_host: str, source_port: int, started_at: datetime | str,
-                     storage_ssh_conn_id: str, storage_path: str) -> None:
+                     storage_ssh_conn_id: str, storage_path: str, kind: str = "full",
+                     parent: str | None = None, chain: str | None = None) -> None:
         """Record a backup as running (upsert on (instance, label)).
 
         Raises CatalogError when the row is already usable or expired: a label that has a
@@ -351,6 +472,7 @@ class Catalog:
             "source_host": source_host, "source_port": source_port,
             "started_at": _utc_naive(started_at), "finished_at": None, "error": None,
             "storage_ssh_conn_id": storage_ssh_conn_id, "storage_path": storage_path,
+            "kind": kind, "parent": parent, "chain": chain or label,
         }
 
         def work(conn: Connection) -> None:
@@ -612,6 +734,192 @@ class Catalog:
         with self.engine.connect() as conn:
             return {r.label: r.status for r in conn.execute(select(t.c.label, t.c.status)
                                                             .where(t.c.instance == instance))}
+
+    # --- the continuous binlog archive -------------------------------------------------------
+    # (mysqlbackup.archive plans; these methods only store. Times may be datetimes, ISO strings
+    # or epoch seconds.)
+
+    def binlog_known(self, instance: str) -> dict[str, dict[str, Any]]:
+        """What the catalog has of each server identity's closed files: the newest closed name and how
+        many there are (the storage host reports only what is newer, or everything when they disagree)."""
+        t = binlog_files_table
+        query = select(t.c.server_identity, t.c.name).where(
+            and_(t.c.instance == instance, t.c.state.in_(("closed", "damaged"))))
+        known: dict[str, dict[str, Any]] = {}
+        with self.engine.connect() as conn:
+            for ident, name in conn.execute(query):
+                k = known.setdefault(ident, {"closed_upto": None, "closed_count": 0, "_n": -1})
+                k["closed_count"] += 1
+                n = _binlog_number(name)
+                if n > k["_n"]:
+                    k["_n"], k["closed_upto"] = n, name
+        for k in known.values():
+            del k["_n"]
+        return known
+
+    def record_binlog_files(self, instance: str, records: Iterable[dict[str, Any]], storage_ssh_conn_id: str,
+                            archive_dir: str) -> list[tuple[str, str, str]]:
+        """Upsert archived files as the storage host reported them; returns (identity, name, state) of what
+        changed. A closed file never goes back to open (a late report of an older scan)."""
+        rank = {"open": 0, "incomplete": 1, "closed": 2, "damaged": 2}
+        suffix = {"open": ".open", "incomplete": ".incomplete"}
+        changed: list[tuple[str, str, str]] = []
+        now = _now()
+
+        def work(conn: Connection) -> None:
+            changed.clear()
+            t = binlog_files_table
+            for r in records:
+                ident, name, state = r["identity"], r["name"], r["state"]
+                existing = conn.execute(select(t).where(and_(
+                    t.c.instance == instance, t.c.server_identity == ident, t.c.name == name))).mappings().first()
+                if existing is not None and rank.get(existing["state"], 0) > rank.get(state, 0):
+                    continue
+                values = {
+                    "server_id": r.get("server_id"), "state": state, "size_bytes": r.get("size"),
+                    "sha256": r.get("sha256"), "first_event_at": _when(r.get("first_event_at")),
+                    "last_event_at": _when(r.get("last_event_at")), "start_gtid_state": r.get("start_gtid_state"),
+                    "end_gtid_state": r.get("end_gtid_state"), "first_gtid": r.get("first_gtid"),
+                    "last_gtid": r.get("last_gtid"), "events": r.get("events"),
+                    "transactions": r.get("transactions"), "ended_by": r.get("ended_by"),
+                    "storage_ssh_conn_id": storage_ssh_conn_id,
+                    "storage_path": f"{archive_dir.rstrip('/')}/{ident}/{name}{suffix.get(state, '')}",
+                    "updated_at": now}
+                if state in ("closed", "damaged", "incomplete"):
+                    values["closed_at"] = (existing["closed_at"] if existing is not None and existing["closed_at"]
+                                           else now)
+                if existing is None:
+                    conn.execute(t.insert().values(instance=instance, server_identity=ident, name=name,
+                                                   archived_at=now, **values))
+                    changed.append((ident, name, state))
+                else:
+                    if any(existing[k] != v for k, v in values.items() if k not in ("updated_at", "closed_at")):
+                        changed.append((ident, name, state))
+                    conn.execute(t.update().where(t.c.id == existing["id"]).values(**values))
+
+        self._tx(work)
+        return changed
+
+    def binlog_files(self, instance: str) -> list[dict[str, Any]]:
+        """Every archived file of an instance (datetimes as ISO 'Z' strings), by identity and file number."""
+        t = binlog_files_table
+        with self.engine.connect() as conn:
+            rows = [_plain(r) for r in conn.execute(select(t).where(t.c.instance == instance)).mappings()]
+        return sorted(rows, key=lambda r: (r["server_identity"], _binlog_number(r["name"]), r["name"]))
+
+    def record_gaps(self, instance: str, gaps: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Record the gaps found now (by ``gap_key``); a gap no longer found is marked resolved (its
+        transactions turned up in another file), one found again is reopened. Returns every open gap
+        row, those never alerted with ``alerted_at`` None."""
+        now = _now()
+        found = {g["gap_key"]: g for g in gaps}
+        columns = ("kind", "domain_id", "missing", "after_identity", "after_file", "before_identity", "before_file",
+                   "detail")
+
+        def work(conn: Connection) -> list[dict[str, Any]]:
+            t = binlog_gaps_table
+            existing = {r["gap_key"]: r for r in conn.execute(select(t).where(t.c.instance == instance)).mappings()}
+            for key, g in found.items():
+                values = {c: g.get(c) for c in columns}
+                values.update(from_time=_when(g.get("from_time")), to_time=_when(g.get("to_time")), resolved_at=None)
+                if key in existing:
+                    conn.execute(t.update().where(t.c.id == existing[key]["id"]).values(**values))
+                else:
+                    conn.execute(t.insert().values(instance=instance, gap_key=key, found_at=now, **values))
+            for key, r in existing.items():
+                if key not in found and r["resolved_at"] is None:
+                    conn.execute(t.update().where(t.c.id == r["id"]).values(resolved_at=now))
+            return [_plain(r) for r in conn.execute(
+                select(t).where(and_(t.c.instance == instance, t.c.resolved_at.is_(None))).order_by(t.c.id)).mappings()]
+
+        return self._tx(work)
+
+    def mark_gap_alerted(self, instance: str, gap_key: str) -> None:
+        t = binlog_gaps_table
+        self._tx(lambda conn: conn.execute(t.update().where(and_(t.c.instance == instance, t.c.gap_key == gap_key))
+                                           .values(alerted_at=_now())))
+
+    def binlog_gaps(self, instance: str, include_resolved: bool = False) -> list[dict[str, Any]]:
+        t = binlog_gaps_table
+        query = select(t).where(t.c.instance == instance)
+        if not include_resolved:
+            query = query.where(t.c.resolved_at.is_(None))
+        with self.engine.connect() as conn:
+            return [_plain(r) for r in conn.execute(query.order_by(t.c.id)).mappings()]
+
+    def record_pitr_blocks(self, instance: str, blocks: Iterable[dict[str, Any]]) -> None:
+        """Set which backups cannot be rolled forward past which gap (``label``, ``gap_key``,
+        ``pitr_until``, ``detail``); the backups' status is not touched (a full restore stays fine)."""
+        now = _now()
+        wanted = {(b["label"], b["gap_key"]): b for b in blocks}
+
+        def work(conn: Connection) -> None:
+            t = pitr_blocks_table
+            existing = {(r["label"], r["gap_key"]): r for r in conn.execute(
+                select(t).where(t.c.instance == instance)).mappings()}
+            for key, r in existing.items():
+                if key not in wanted:
+                    conn.execute(t.delete().where(t.c.id == r["id"]))
+            for key, b in wanted.items():
+                values = {"pitr_until": _when(b.get("pitr_until")), "detail": b.get("detail")}
+                if key in existing:
+                    conn.execute(t.update().where(t.c.id == existing[key]["id"]).values(**values))
+                else:
+                    conn.execute(t.insert().values(instance=instance, label=key[0], gap_key=key[1], found_at=now,
+                                                   **values))
+
+        self._tx(work)
+
+    def pitr_blocks(self, instance: str, label: str | None = None) -> list[dict[str, Any]]:
+        """Why backups of an instance cannot be rolled forward past some point (empty: nothing blocks)."""
+        t = pitr_blocks_table
+        query = select(t).where(t.c.instance == instance)
+        if label is not None:
+            query = query.where(t.c.label == label)
+        with self.engine.connect() as conn:
+            return [_plain(r) for r in conn.execute(query.order_by(t.c.label, t.c.gap_key)).mappings()]
+
+    def record_archive_state(self, instance: str, **values: Any) -> None:
+        """Upsert the instance's archive state row (columns of ``binlog_archive_state``)."""
+        t = binlog_archive_state_table
+        times = ("last_event_at", "measured_at", "window_start", "window_end", "lag_alerted_at",
+                 "failure_alerted_at")
+        clean = {k: (_when(v) if k in times else v) for k, v in values.items()}
+        clean["updated_at"] = _now()
+
+        def work(conn: Connection) -> None:
+            if conn.execute(select(t.c.instance).where(t.c.instance == instance)).first() is None:
+                conn.execute(t.insert().values(instance=instance, **clean))
+            else:
+                conn.execute(t.update().where(t.c.instance == instance).values(**clean))
+
+        self._tx(work)
+
+    def archive_state(self, instance: str) -> dict[str, Any] | None:
+        t = binlog_archive_state_table
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t).where(t.c.instance == instance)).mappings().first()
+        return None if row is None else _plain(row)
+
+
+def _binlog_number(name: str) -> int:
+    """``binlog.000042`` -> 42 (-1 when the name has no number)."""
+    tail = str(name).rsplit(".", 1)[-1]
+    return int(tail) if tail.isdigit() else -1
+
+
+def _when(value: Any) -> datetime | None:
+    """Epoch seconds, a datetime or an ISO string as a naive UTC datetime."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return datetime.fromtimestamp(float(value), timezone.utc).replace(tzinfo=None)
+    return _utc_naive(value)
+
+
+def _plain(row: RowMapping) -> dict[str, Any]:
+    """A row as a dict with every datetime as an ISO-8601 'Z' string."""
+    return {k: (_iso(v) if isinstance(v, datetime) else v) for k, v in dict(row).items()}
 
 
 def _instance_label(path: str, manifest: bool = False) -> tuple[str, str] | None:

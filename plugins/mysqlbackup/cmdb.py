@@ -50,6 +50,29 @@ class ReservePolicy:
 
 
 @dataclass(frozen=True)
+class BinlogArchivePolicy:
+    """The continuous binlog archive and its supervisor DAG ``mysql_binlog__<name>``.
+
+    ``enabled`` None: on for primaries, off for replicas (their primary's archive has their
+    transactions). ``lease_minutes``: a streamer whose supervisor stopped renewing its lease stops
+    by itself after this long. ``lag_alert_seconds`` (an integer, or a duration like ``90s``, ``5m``,
+    ``2h``): a lag above it alerts once. ``gap_alert``: a gap in the archive alerts once.
+    ``conn_id``: the MySQL connection the streamer reads the binlog with (None: the row's
+    mysql_conn_id; it needs REPLICATION SLAVE and BINLOG MONITOR). ``client_server_id``: the
+    server_id the streamer presents (None: derived from the instance name).
+    """
+
+    enabled: bool | None = None
+    schedule: str | None = "* * * * *"
+    lease_minutes: int = 10
+    lag_alert_seconds: int = 300
+    gap_alert: bool = True
+    stall_seconds: int = 120
+    conn_id: str | None = None
+    client_server_id: int | None = None
+
+
+@dataclass(frozen=True)
 class Policy:
     """How an instance is backed up. ``full_schedule`` None means manual runs only."""
 
@@ -62,6 +85,12 @@ class Policy:
     reserve: ReservePolicy = ReservePolicy()
     backup_enabled: bool = True
     safe_slave_backup: bool = False
+    binlog_archive: BinlogArchivePolicy = BinlogArchivePolicy()
+    # incremental backups: scheduled runs at these times take an incremental on the newest usable
+    # backup of the chain (None: every run is a full); a chain holds at most max_chain_length
+    # incrementals after its full, then the next run takes a full
+    incremental_schedule: str | None = None
+    max_chain_length: int = 6
 
 
 @dataclass(frozen=True)
@@ -444,6 +473,66 @@ def _schedule(name: str) -> Callable[[Any], str | None]:
 
 _check_schedule = _schedule("full_schedule")
 
+_DURATION_RE = re.compile(r"([0-9]{1,9})\s*(s|m|h|d)")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_seconds(value: Any) -> int | None:
+    """A duration as seconds: an integer (seconds) or ``90s``, ``5m``, ``2h``, ``1d``; None when it is not one."""
+    if _is_int(value):
+        return value if value >= 1 else None
+    if isinstance(value, str):
+        m = _DURATION_RE.fullmatch(value.strip())
+        if m and int(m.group(1)) >= 1:
+            return int(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    return None
+
+
+def _schedule_gap_minutes(expr: str) -> int | None:
+    """The longest wait, in minutes, between two runs of a (valid) cron schedule; None when it cannot
+    be told from the minute and hour fields alone (then it is at least a day)."""
+    presets = {"@hourly": 60}
+    if expr.startswith("@"):
+        return presets.get(expr)
+    parts = expr.split()
+    if parts[2:] != ["*", "*", "*"]:
+        return None
+    fields = []
+    for text, (_what, lo, hi, _names) in zip(parts[:2], _CRON_FIELDS[:2]):
+        values: set[int] = set()
+        for part in text.split(","):
+            m = _CRON_PART_RE.fullmatch(part)
+            start, end, step = m.groups() if m else (None, None, None)
+            first = lo if start is None else int(start)
+            last = hi if start is None else (int(end) if end is not None else (hi if step else int(start)))
+            values.update(range(first, last + 1, int(step or 1)))
+        fields.append(values)
+    fires = sorted(h * 60 + m for h in fields[1] for m in fields[0])
+    return max(((b - a) % 1440 or 1440) for a, b in zip(fires, fires[1:] + fires[:1]))
+
+
+def _check_archive_lease(policy: dict[str, Any], add: Callable[[str, str], None]) -> None:
+    """A lease shorter than the supervisor's schedule cannot work: the streamer would stop between runs."""
+    archive = policy.get("binlog_archive") or {}
+    schedule, lease = archive.get("schedule"), archive.get("lease_minutes")
+    if not isinstance(schedule, str) or not _is_int(lease) or _cron_error(schedule) is not None:
+        return
+    gap = _schedule_gap_minutes(schedule)
+    if gap is None or gap >= lease:
+        add("policy.binlog_archive.lease_minutes",
+            f"lease_minutes {lease} is not longer than the wait between two runs of binlog_archive.schedule "
+            f"{schedule!r} ({gap if gap is not None else 'a day or more'} minutes): the streamer would stop between "
+            "runs; make the lease longer than that wait (two or three runs' worth)")
+
+
+def _duration(what: str) -> Check:
+    def check(value: Any) -> str | None:
+        if duration_seconds(value) is not None:
+            return None
+        return (f"invalid {what} {_show(value)}: not a duration; expected a number of seconds (at least 1) or "
+                "a duration like '90s', '5m', '2h', '1d'")
+    return check
+
 
 _RESERVE_SPEC: Spec = {
     "percent": _check_percent,
@@ -451,12 +540,24 @@ _RESERVE_SPEC: Spec = {
 }
 _POLICY_SPEC: Spec = {
     "full_schedule": _check_schedule,
+    "incremental_schedule": _schedule("incremental_schedule"),
+    "max_chain_length": _int_range("max_chain_length", 1, 1000),
     "retention_days": _int_range("retention_days", 1),
     "compress": _enum("compress", COMPRESSIONS),
     "parallel": _int_range("parallel", 1, 64),
     "allow_primary": _enum("allow_primary", ALLOW_PRIMARY),
     "max_replica_lag_seconds": _int_range("max_replica_lag_seconds", 0),
     "safe_slave_backup": _boolean("safe_slave_backup"),
+    "binlog_archive": {
+        "enabled": _optional(_boolean("binlog_archive.enabled")),
+        "schedule": _schedule("binlog_archive.schedule"),
+        "lease_minutes": _int_range("binlog_archive.lease_minutes", 1, 1440),
+        "lag_alert_seconds": _duration("binlog_archive.lag_alert_seconds"),
+        "gap_alert": _boolean("binlog_archive.gap_alert"),
+        "stall_seconds": _int_range("binlog_archive.stall_seconds", 10, 86400),
+        "conn_id": _optional(_conn_id("binlog_archive.conn_id")),
+        "client_server_id": _optional(_int_range("binlog_archive.client_server_id", 1, 4294967295)),
+    },
     "reserve": _RESERVE_SPEC,
 }
 _STORAGE_SPEC: Spec = {
@@ -548,6 +649,9 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 def _policy(values: dict[str, Any], enabled: bool) -> Policy:
     reserve = values["reserve"]
+    archive = values["binlog_archive"]
+    values = {**values, "binlog_archive": BinlogArchivePolicy(
+        **{**archive, "lag_alert_seconds": duration_seconds(archive["lag_alert_seconds"])})}
     return Policy(**{**values, "reserve": ReservePolicy(float(reserve["percent"]), reserve["path"])},
                   backup_enabled=enabled)
 
@@ -696,6 +800,7 @@ def _check_row(n: int, raw: Any, base_policy: dict[str, Any], base_storage: dict
         r.add("replica_of", f"row {name!r} cannot be a replica of itself")
     if v.get("policy"):
         r.policy = _merge(base_policy, v["policy"])
+    _check_archive_lease(r.policy or base_policy, r.add)
     r.storage = {**base_storage, **v.get("storage", {})}
     for key in _STORAGE_SPEC:
         if key not in r.storage and not r.has_error(f"storage.{key}", "storage"):

@@ -19,14 +19,14 @@ from typing import Any, Mapping
 MANIFEST_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 
-KINDS = ("full",)
+KINDS = ("full", "incremental")
 FLAVORS = ("mariadb", "mysql")
 COMPRESS = ("none", "gzip", "zstd")
 STATUSES = ("usable",)
 VERIFY_STATUSES = ("ok", "failed")
 
 _INSTANCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-_LABEL_RE = re.compile(r"^\d{8}-\d{6}F$")
+_LABEL_RE = re.compile(r"^\d{8}-\d{6}F(?:_\d{8}-\d{6}I)?$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _COMPRESS_SUFFIX = {"gzip": ".gz", "zstd": ".zst"}
 
@@ -70,9 +70,15 @@ class Manifest:
     # taken from a replica: the source's coordinates at the backup point (xtrabackup_slave_info):
     # {"gtid": ..., "file": ..., "pos": ..., "text": ...}; binlog_file/binlog_pos above are the replica's own
     replica_source: dict[str, Any] | None = None
+    # the chain: a full is its own chain with no parent; an incremental names the backup it was
+    # taken on (its from_lsn is that parent's to_lsn) and the full its chain starts with
+    parent: str | None = None
+    chain: str | None = None
+    source_server_id: int | None = None  # the source's server_id when it was backed up
 
 
-OPTIONAL_FIELDS = frozenset({"replica_source"})  # manifests written before a field existed stay readable
+# manifests written before a field existed stay readable
+OPTIONAL_FIELDS = frozenset({"replica_source", "parent", "chain", "source_server_id"})
 FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Manifest))
 
 # Field -> (accepted types, nullable). bool is excluded from int checks explicitly.
@@ -109,6 +115,9 @@ _SCHEMA: dict[str, tuple[tuple[type, ...], bool]] = {
     "tool": (_STR, False),
     "status": (_STR, False),
     "replica_source": ((dict,), True),
+    "parent": (_STR, True),
+    "chain": (_STR, True),
+    "source_server_id": (_INT, True),
 }
 
 _VERIFY_SCHEMA: dict[str, tuple[type, ...]] = {
@@ -207,6 +216,21 @@ def validate(m: Manifest) -> None:
     _check_choice("kind", m.kind, KINDS)
     if m.kind == "full" and not m.label.endswith("F"):
         raise ManifestError(f"label: {m.label!r} is not a full backup label (must end with F)")
+    if m.kind == "full" and (m.parent is not None or m.chain not in (None, m.label)):
+        raise ManifestError(f"parent/chain: a full backup has no parent and is its own chain "
+                            f"(parent={m.parent!r}, chain={m.chain!r})")
+    if m.kind == "incremental":
+        if not m.label.endswith("I"):
+            raise ManifestError(f"label: {m.label!r} is not an incremental backup label (must end with I)")
+        if not m.parent or not m.chain:
+            raise ManifestError("parent/chain: an incremental backup names its parent and its chain's full")
+        _check_label(m.parent)
+        if m.chain != m.label.split("_", 1)[0]:
+            raise ManifestError(f"chain: {m.chain!r} is not the full {m.label!r} is labelled with")
+        if m.parent >= m.label or not (m.parent == m.chain or m.parent.startswith(m.chain + "_")):
+            raise ManifestError(f"parent: {m.parent!r} is not an earlier link of the chain {m.chain!r}")
+        if m.from_lsn is None or m.to_lsn is None:
+            raise ManifestError("from_lsn/to_lsn: an incremental backup records both")
     _check_choice("flavor", m.flavor, FLAVORS)
     _check_choice("compress", m.compress, COMPRESS)
     for name in ("source_name", "source_host", "storage_ssh_conn_id", "server_version", "tool"):

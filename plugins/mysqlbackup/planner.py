@@ -61,10 +61,11 @@ def replica_problem(facts: Mapping[str, Any] | None, max_lag: int) -> str | None
 
 
 def choose_source(instance: Instance, replicas: list[Instance],
-                  facts: Mapping[str, Mapping[str, Any]]) -> SourceChoice:
+                  facts: Mapping[str, Mapping[str, Any]], prefer: str | None = None) -> SourceChoice:
     """Pick the server to back up ``instance`` from.
 
-    The healthy replica with the lowest lag wins (ties by name). With none healthy, a
+    The healthy replica with the lowest lag wins (ties by name); ``prefer`` (the source of the
+    chain an incremental would build on) wins over it when it is healthy too. With none healthy, a
     primary is used only where ``instance.policy.allow_primary`` permits; a replica
     instance falls back to itself when healthy, never to another server. Raises
     ``NoBackupSource`` naming every candidate and why it was rejected.
@@ -81,8 +82,12 @@ def choose_source(instance: Instance, replicas: list[Instance],
     rejections = "".join(f"; {name} rejected: {why}" for name, why in rejected)
 
     if healthy:
-        healthy.sort(key=lambda h: (h[0], h[1]))
+        healthy.sort(key=lambda h: (h[1] != prefer, h[0], h[1]))
         lag, _, best = healthy[0]
+        if best.name == prefer:
+            others = "".join(f"; {n} also healthy, {lg} s behind" for lg, n, _ in healthy[1:])
+            return _choice(best, False, f"replica {best.name} chosen: the source of the chain to build on, "
+                           f"healthy, {lag} s behind{others}{rejections}", rejected)
         others = "".join(f"; {n} also healthy, {lg} s behind" for lg, n, _ in healthy[1:])
         return _choice(best, False, f"replica {best.name} chosen: healthy, {lag} s behind"
                        f"{others}{rejections}", rejected)

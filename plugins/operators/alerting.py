@@ -54,7 +54,7 @@ class BackupFailureCallback:
         error = context.get("exception")
         label = None
         try:
-            label = ti.xcom_pull(task_ids="full_backup", key="label") if ti else None
+            label = ti.xcom_pull(task_ids="backup", key="label") if ti else None
         except Exception:  # noqa: BLE001 - the alert matters more than the label
             log.exception("could not read the backup label")
         if label:

@@ -16,10 +16,11 @@ from airflow.sdk import BaseHook, BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from hooks.openssh import OpenSSHHook
+from mysqlbackup import backup as chains
 from mysqlbackup import planner
 from mysqlbackup.catalog import Catalog, RebuildReport, StorageListing
 from mysqlbackup.cmdb import Instance
-from mysqlbackup.labels import FULL, is_label, new_label
+from mysqlbackup.labels import INCREMENTAL, is_label, new_label
 from mysqlbackup.manifest import MANIFEST_VERSION, Manifest, to_json
 from mysqlbackup.remote import SCRIPTS_MISSING, Pipeline, ScriptBundle, StepResult
 
@@ -231,8 +232,9 @@ class HostScriptOperator(BaseOperator):
             self.log.warning("discarding %s: an earlier backup that never finished (no manifest, catalogued "
                              "as %s)", label_dir, statuses.get(label) or "nothing")
             self._discard(label_dir)
-            # and the scratch copy a killed verify of it may have left (a whole extracted datadir)
+            # and the scratch copies a killed verify of it may have left (a whole extracted datadir)
             self._discard(self.scratch_dir(label))
+            self._discard(self.scratch_dir(label) + "-incremental")
         # catalog rows still 'running' from a worker that died: one run at a time, so they are stale
         for row in self.catalog.backups(instance=inst.name, status="running"):
             self.log.warning("backup %s was left running by an earlier run: marked failed", row["label"])
@@ -284,21 +286,36 @@ class CollectFactsOperator(HostScriptOperator):
 
 
 class ChooseSourceOperator(HostScriptOperator):
-    """Pick the backup source: a healthy replica, the primary only where the policy allows."""
+    """Pick the backup source (a healthy replica, the primary only where the policy allows) and the
+    kind of backup: full, or an incremental on the newest backup of its chain (``kind`` param)."""
 
     def run(self, context: Any) -> dict:
         facts = context["ti"].xcom_pull(task_ids="collect_facts")
+        requested = str((context.get("params") or {}).get("kind") or "auto")
+        dag_run = context.get("dag_run")
+        scheduled = str(getattr(dag_run, "run_type", "")).lower().endswith("scheduled")
+        scheduled_at = getattr(dag_run, "logical_date", None) if scheduled else None
+        history = self.catalog.backups(instance=self.instance.name)
+        want, _ = chains.wants_incremental(requested, self.instance.policy, scheduled_at)
         try:
-            choice = planner.choose_source(self.instance, list(self.replicas), facts)
+            choice = planner.choose_source(self.instance, list(self.replicas), facts,
+                                           prefer=chains.chain_source(history) if want else None)
         except planner.NoBackupSource as exc:
             raise AirflowFailException(str(exc)) from exc
         self.log.info("%s", choice.reason)
+        try:
+            plan = chains.plan_kind(requested, self.instance.policy, scheduled_at, history, choice.name,
+                                    facts.get(choice.name))
+        except chains.NoIncrementalBase as exc:
+            raise AirflowFailException(str(exc)) from exc
+        self.log.info("%s backup: %s", plan.kind, plan.reason)
         src = facts[choice.name]
         return {"name": choice.name, "host": choice.host, "port": choice.port,
                 "ssh_conn_id": choice.ssh_conn_id, "is_primary": choice.is_primary,
                 "reason": choice.reason, "datadir": src.get("datadir"), "socket": src.get("socket"),
                 "version": src.get("version"), "data_bytes": src.get("data_bytes"),
-                "is_replica": bool(src.get("replica"))}
+                "server_id": src.get("server_id"), "is_replica": bool(src.get("replica")),
+                **{f"kind_{k}" if k in ("reason", "requested") else k: v for k, v in plan.as_dict().items()}}
 
 
 class ReserveSpaceOperator(HostScriptOperator):
@@ -346,6 +363,7 @@ def discard_unfinished(instance: Instance, label: str) -> None:
     try:
         op._discard(f"{instance.storage.base_dir}/{instance.name}/{label}")
         op._discard(op.scratch_dir(label))
+        op._discard(op.scratch_dir(label) + "-incremental")
     finally:
         op.close_hooks()
 
@@ -355,23 +373,28 @@ def scratch_path(base_dir: str, instance: str, label: str) -> str:
     return f"{base_dir}/.scratch/{instance}-{label}"
 
 
-class FullBackupOperator(HostScriptOperator):
-    """Stream a full physical backup from the source host into the storage host."""
+class BackupOperator(HostScriptOperator):
+    """Stream a full or an incremental physical backup from the source host into the storage host."""
 
     def run(self, context: Any) -> dict:
         ti = context["ti"]
         src = ti.xcom_pull(task_ids="choose_source")
         inst = self.by_name(src["name"])
         pol = self.instance.policy
+        kind = src.get("kind") or "full"
         started = datetime.now(timezone.utc)
-        label = new_label(FULL, started)
+        label = new_label(kind, started, base=src.get("chain") if kind == INCREMENTAL else None)
+        self.log.info("%s backup %s: %s", kind, label, src.get("kind_reason") or "")
         label_dir = f"{self.instance.storage.base_dir}/{self.instance.name}/{label}"
         artifact = ARTIFACT_BASE + SUFFIX[pol.compress]
         ti.xcom_push(key="label", value=label)
         self.catalog.start_backup(self.instance.name, label, context.get("run_id") or "", inst.name, inst.host,
-                                  inst.port, started, self.instance.storage.ssh_conn_id, label_dir)
+                                  inst.port, started, self.instance.storage.ssh_conn_id, label_dir, kind=kind,
+                                  parent=src.get("parent"), chain=src.get("chain"))
         db_args = ["--flavor", inst.flavor, "--host", inst.host, "--port", str(inst.port),
                    "--parallel", str(pol.parallel), "--compress", pol.compress]
+        if kind == INCREMENTAL:
+            db_args += ["--incremental-lsn", str(int(src["incremental_lsn"]))]
         if src.get("is_replica"):
             db_args.append("--slave-info")
             if pol.safe_slave_backup:
@@ -398,6 +421,8 @@ class FullBackupOperator(HostScriptOperator):
         self.log.info("backup %s: %s in %.1f s (%.1f MiB/s) to %s", label,
                       planner.human_bytes(store.result["size_bytes"]), seconds, rate, label_dir)
         return {"label": label, "label_dir": label_dir, "artifact": artifact, "compress": pol.compress,
+                "kind": kind, "parent": src.get("parent"), "chain": src.get("chain") or label,
+                "chain_links": src.get("chain_links") or [],
                 "started_at": started.isoformat(), "finished_at": datetime.now(timezone.utc).isoformat(),
                 "seconds": seconds, "size_bytes": store.result["size_bytes"], "sha256": store.result["sha256"],
                 "source": src, "db": {k: db.result.get(k) for k in ("tool", "checkpoints", "binlog",
@@ -408,11 +433,14 @@ class VerifyBackupOperator(HostScriptOperator):
 
     def run(self, context: Any) -> dict:
         ti = context["ti"]
-        b = ti.xcom_pull(task_ids="full_backup")
+        b = ti.xcom_pull(task_ids="backup")
         flavor = self.by_name(b["source"]["name"]).flavor
         scratch = self.scratch_dir(b["label"])
+        bases = []
+        for link in b.get("chain_links") or []:  # an incremental: the chain, full first, up to its parent
+            bases += ["--base", f"{link['storage_path']}:{link['artifact']}:{link['sha256']}"]
         argv = self.storage_script("verify", "--dir", b["label_dir"], "--artifact", b["artifact"],
-                                   "--sha256", b["sha256"], "--flavor", flavor, "--scratch", scratch)
+                                   "--sha256", b["sha256"], "--flavor", flavor, "--scratch", scratch, *bases)
         try:
             step = self.run_steps([(self.instance.storage.ssh_conn_id, argv)])[0]
             raise_for(step, "verify")
@@ -420,11 +448,12 @@ class VerifyBackupOperator(HostScriptOperator):
             self.catalog.fail_backup(self.instance.name, b["label"], f"verify failed: {exc}"[:4000])
             raise
         r = step.result
-        self.log.info("verified %s: sha256 ok, %s files checksummed, prepare ok in %.1f s", b["label"],
-                      r.get("files"), r.get("prepare_seconds") or 0)
+        self.log.info("verified %s: sha256 ok, %s files checksummed, prepare ok in %.1f s%s", b["label"],
+                      r.get("files"), r.get("prepare_seconds") or 0,
+                      f" (the chain of {r.get('chain_links')} links, as a restore prepares it)" if bases else "")
         return {k: r.get(k) for k in ("sha256_ok", "files", "checksums_file", "binlog", "checkpoints",
                                       "info", "slave_info", "prepared", "seconds", "extract_seconds",
-                                      "prepare_seconds")}
+                                      "prepare_seconds", "chain_links")}
 
 
 class CatalogBackupOperator(HostScriptOperator):
@@ -432,7 +461,7 @@ class CatalogBackupOperator(HostScriptOperator):
 
     def run(self, context: Any) -> dict:
         ti = context["ti"]
-        b = ti.xcom_pull(task_ids="full_backup")
+        b = ti.xcom_pull(task_ids="backup")
         v = ti.xcom_pull(task_ids="verify_backup")
         manifest = build_manifest(self.instance, b, v)
         argv = self.storage_script("commit", "--dir", b["label_dir"])
@@ -445,7 +474,8 @@ class CatalogBackupOperator(HostScriptOperator):
             raise
         self.catalog.record_manifest(manifest)
         self.log.info("backup %s of %s is usable: %s", manifest.label, self.instance.name, manifest.storage_path)
-        return {"label": manifest.label, "storage_path": manifest.storage_path, "status": manifest.status,
+        return {"label": manifest.label, "kind": manifest.kind, "parent": manifest.parent, "chain": manifest.chain,
+                "storage_path": manifest.storage_path, "status": manifest.status,
                 "size_bytes": manifest.size_bytes, "gtid": manifest.gtid}
 
 
@@ -504,15 +534,16 @@ class RebuildCatalogOperator(HostScriptOperator):
 
 
 def build_manifest(instance: Instance, b: dict, v: dict) -> Manifest:
-    """The manifest of a finished, verified full backup, from the two tasks' results."""
+    """The manifest of a finished, verified backup (full or incremental), from the two tasks' results."""
     binlog = v.get("binlog") or (b.get("db") or {}).get("binlog") or {}
     cp = v.get("checkpoints") or (b.get("db") or {}).get("checkpoints") or {}
     info = v.get("info") or {}
     src = b["source"]
     finished = datetime.fromisoformat(b["finished_at"])
     started = datetime.fromisoformat(b["started_at"])
+    kind = b.get("kind") or "full"
     return Manifest(
-        version=MANIFEST_VERSION, instance=instance.name, label=b["label"], kind="full",
+        version=MANIFEST_VERSION, instance=instance.name, label=b["label"], kind=kind,
         flavor=instance.flavor, source_name=src["name"], source_host=src["host"], source_port=src["port"],
         source_is_primary=bool(src["is_primary"]), started_at=b["started_at"], finished_at=b["finished_at"],
         duration_seconds=round((finished - started).total_seconds(), 3), size_bytes=int(b["size_bytes"]),
@@ -528,6 +559,8 @@ def build_manifest(instance: Instance, b: dict, v: dict) -> Manifest:
         tool=(b.get("db") or {}).get("tool") or info.get("tool_version") or "",
         status="usable",
         replica_source=parse_slave_info(v.get("slave_info")) if src.get("is_replica") else None,
+        parent=b.get("parent") if kind == "incremental" else None, chain=b.get("chain") or b["label"],
+        source_server_id=_int(src.get("server_id")),
     )
 
 

@@ -80,24 +80,40 @@ def row_counts(server: MariaDB, db: str = "shop") -> dict[str, int]:
     return {t: server.sql(f"SELECT COUNT(*) FROM `{db}`.`{t}`")[0][0] for t in TABLES}
 
 
-def restore(label_dir: Path, artifact: str, workdir: Path, server_id: int = 99) -> tuple[MariaDB, subprocess.Popen]:
-    """Extract, prepare and start a fresh mariadbd on a stored backup (the restore proof)."""
-    base = workdir / "restored"
-    data = base / "data"
-    data.mkdir(parents=True)
-    src = label_dir / artifact
+def _extract(src: Path, into: Path) -> None:
+    into.mkdir(parents=True)
     decompress = {".zst": ["zstd", "-d", "-q", "-c"], ".gz": ["gzip", "-d", "-c"]}.get(src.suffix)
     with open(src, "rb") as f:
         if decompress:
             d = subprocess.Popen(decompress, stdin=f, stdout=subprocess.PIPE)
-            subprocess.run(["mbstream", "-x", "-C", str(data)], stdin=d.stdout, check=True)
+            subprocess.run(["mbstream", "-x", "-C", str(into)], stdin=d.stdout, check=True)
             d.stdout.close()
             assert d.wait() == 0
         else:
-            subprocess.run(["mbstream", "-x", "-C", str(data)], stdin=f, check=True)
-    res = subprocess.run(["mariabackup", "--no-defaults", "--prepare", f"--target-dir={data}", "--use-memory=128M"],
-                         capture_output=True, text=True)
+            subprocess.run(["mbstream", "-x", "-C", str(into)], stdin=f, check=True)
+
+
+def _prepare(data: Path, incremental: Path | None = None) -> None:
+    argv = ["mariabackup", "--no-defaults", "--prepare", f"--target-dir={data}", "--use-memory=128M"]
+    if incremental is not None:
+        argv.append(f"--incremental-dir={incremental}")
+    res = subprocess.run(argv, capture_output=True, text=True)
     assert res.returncode == 0 and "completed OK!" in res.stderr, res.stderr[-2000:]
+
+
+def restore(label_dir: Path, artifact: str, workdir: Path, server_id: int = 99,
+            incrementals: list[tuple[Path, str]] = ()) -> tuple[MariaDB, subprocess.Popen]:
+    """Extract, prepare and start a fresh mariadbd on a stored backup (the restore proof). With
+    ``incrementals`` (label dir, artifact), in order: the full is prepared, then each is applied."""
+    base = workdir / "restored"
+    data = base / "data"
+    _extract(label_dir / artifact, data)
+    _prepare(data)
+    for i, (inc_dir, inc_artifact) in enumerate(incrementals):
+        inc = base / f"inc{i}"
+        _extract(inc_dir / inc_artifact, inc)
+        _prepare(data, inc)
+        shutil.rmtree(inc)
     server = MariaDB("restored", str(base), free_port(), server_id)
     proc = server.start()
     return server, proc

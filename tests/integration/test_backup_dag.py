@@ -50,11 +50,11 @@ class Env:
                                      "webhook": {"url": self.hook.url("/hook")}}
         self.cmdb_file.write_text(yaml.safe_dump(doc))
 
-    def run(self, name: str = "sandbox", dag_id: str | None = None):
+    def run(self, name: str = "sandbox", dag_id: str | None = None, conf: dict | None = None):
         from airflow.dag_processing.dagbag import BundleDagBag
         bag = BundleDagBag(dag_folder=str(DAGS), bundle_path=str(DAGS), bundle_name="dags-folder")
         assert bag.import_errors == {}
-        dr = bag.dags[dag_id or f"mysql_backup__{name}"].test()
+        dr = bag.dags[dag_id or f"mysql_backup__{name}"].test(run_conf=conf)
         states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
         return dr.state, states
 
@@ -149,7 +149,7 @@ def test_unhealthy_replica_protects_the_primary_and_alerts_the_owner(env):
         env.write_cmdb(allow_primary="never")
         state, tasks = env.run()
         assert state == "failed" and tasks["choose_source"] == "failed", tasks
-        assert tasks["full_backup"] != "success"
+        assert tasks["backup"] != "success"
         [alert] = env.webhook_alerts()
         assert alert["task_id"] == "choose_source" and alert["instance"] == "sandbox"
         assert "sandbox_replica" in alert["error"] and "SQL thread" in alert["error"], alert["error"]
@@ -212,7 +212,7 @@ def test_a_failure_in_the_middle_of_a_backup_leaves_nothing_usable(env, monkeypa
     # the hooks' private key / known_hosts directories are removed even when a task fails
     assert set(Path(tempfile.gettempdir()).glob("mysql-backup-ssh-*")) == ssh_dirs
     assert killed.is_set(), "the backup finished before it could be killed: the test proved nothing"
-    assert state == "failed" and tasks["full_backup"] == "failed", tasks
+    assert state == "failed" and tasks["backup"] == "failed", tasks
     assert tasks["verify_backup"] != "success" and tasks["catalog_backup"] != "success"
     assert list(env.storage().rglob("manifest.json")) == []
     assert list(env.storage().glob("*")) == [], "the partial backup directory was not discarded"
@@ -220,7 +220,7 @@ def test_a_failure_in_the_middle_of_a_backup_leaves_nothing_usable(env, monkeypa
     assert [r["status"] for r in rows] == ["failed"] and rows[0]["error"]
     assert env.catalog().last_usable("sandbox") is None
     [alert] = env.webhook_alerts()
-    assert alert["task_id"] == "full_backup"
+    assert alert["task_id"] == "backup"
 
 
 def test_the_password_never_reaches_a_command_line_log_xcom_or_storage(env, capfd):
@@ -332,7 +332,7 @@ def test_a_read_only_storage_location_is_named_before_anything_is_streamed(env):
     finally:
         subprocess.run(["umount", str(base)], check=True)
     assert state == "failed" and tasks["reserve_space"] == "failed", tasks
-    assert tasks["full_backup"] != "success"
+    assert tasks["backup"] != "success"
     [alert] = env.webhook_alerts()
     assert "storage space check failed on sandbox_storage" in alert["error"], alert["error"]
     assert "cannot write in" in alert["error"] and "Read-only file system" in alert["error"], alert["error"]
@@ -344,7 +344,7 @@ def test_a_backup_that_fails_in_verify_leaves_no_artifact_behind(env):
     base.mkdir(exist_ok=True)
     (base / ".scratch").write_text("not a directory")
     state, tasks = env.run()
-    assert state == "failed" and tasks["full_backup"] == "success" and tasks["verify_backup"] == "failed", tasks
+    assert state == "failed" and tasks["backup"] == "success" and tasks["verify_backup"] == "failed", tasks
     assert list(env.storage().glob("*")) == [], "the failed backup's artifact stayed on storage"
     [row] = env.catalog().backups(instance="sandbox")
     assert row["status"] == "failed" and "verify" in row["error"]
@@ -382,3 +382,84 @@ def test_a_flipped_byte_in_a_stored_backup_is_found_marked_damaged_and_alerted(e
     state, tasks = env.run(dag_id="mysql_backup_catalog_rebuild")
     assert state == "success", tasks
     assert env.catalog().statuses("sandbox")[row["label"]] == "damaged"
+
+
+def _mutate(server, seed: int) -> None:
+    """Inserts, updates and deletes across the data set's tables."""
+    import random
+    rnd = random.Random(seed)
+    conn = server.connect("shop")
+    try:
+        with conn.cursor() as cur:
+            for _ in range(40):
+                cur.execute("INSERT INTO typed (doc, amount, note, ratio) VALUES (%s, %s, %s, %s)",
+                            ('{"n": %d}' % rnd.randint(0, 999), f"{rnd.randint(0, 999)}.5", "new 🚀", rnd.random()))
+            cur.execute("UPDATE typed SET note = %s, amount = amount + 1 WHERE id %% 7 = %s", (f"upd {seed}", seed % 7))
+            cur.execute("DELETE FROM typed WHERE id %% 13 = %s", (seed % 13,))
+            cur.execute("INSERT INTO no_pk VALUES (%s, %s, NOW(3))", (f"k{seed}", seed))
+            cur.execute("UPDATE wide_blob SET data = %s WHERE id = %s", (rnd.randbytes(8192), seed % 5))
+    finally:
+        conn.close()
+
+
+def test_an_incremental_chain_restores_to_the_source_at_its_last_link(env, tmp_path):
+    env.write_cmdb(incremental_schedule="0 * * * *", max_chain_length=2)
+    state, tasks = env.run(conf={"kind": "full"})
+    assert state == "success", tasks
+    _mutate(env.sb.source, 1)
+    env.sb.sync_replica()
+    state, tasks = env.run(conf={"kind": "incremental"})
+    assert state == "success", tasks
+    _mutate(env.sb.source, 2)
+    env.sb.sync_replica()
+    state, tasks = env.run()  # auto on a manual run, with an incremental_schedule: an incremental
+    assert state == "success", tasks
+    expected = dataset.checksums(env.sb.source)
+    rows = sorted(env.catalog().backups(instance="sandbox", status="usable"), key=lambda r: r["label"])
+    assert [r["kind"] for r in rows] == ["full", "incremental", "incremental"]
+    full, inc1, inc2 = rows
+    assert inc1["label"].startswith(full["label"] + "_") and inc1["label"].endswith("I")
+    m1, m2 = (json.loads(r["manifest_json"]) for r in (inc1, inc2))
+    assert (m1["parent"], m1["chain"], m2["parent"], m2["chain"]) == (full["label"], full["label"], inc1["label"],
+                                                                      full["label"])
+    assert m1["from_lsn"] == full["to_lsn"] and m2["from_lsn"] == inc1["to_lsn"]
+    assert json.loads(full["manifest_json"])["parent"] is None
+    server, proc = dataset.restore(Path(full["storage_path"]), full["artifact"], tmp_path,
+                                   incrementals=[(Path(r["storage_path"]), r["artifact"]) for r in (inc1, inc2)])
+    try:
+        assert dataset.checksums(server) == expected
+    finally:
+        dataset.cleanup(server, proc, tmp_path)
+    # the chain is full (max_chain_length=2): auto starts a new one
+    state, tasks = env.run()
+    assert state == "success", tasks
+    newest = env.catalog().last_usable("sandbox")
+    assert newest["kind"] == "full" and newest["label"] > inc2["label"]
+
+
+def test_a_failed_link_starts_a_new_chain_and_an_incremental_without_a_parent_is_refused(env):
+    env.write_cmdb(incremental_schedule="0 * * * *")
+    state, tasks = env.run(conf={"kind": "incremental"})  # nothing to build on yet
+    assert state == "failed" and tasks["choose_source"] == "failed", tasks
+    alert = env.webhook_alerts()[-1]
+    assert "kind=incremental but no backup can be its parent" in alert["error"], alert["error"]
+    assert "no earlier backup" in alert["error"]
+    assert env.catalog().backups(instance="sandbox") == []
+    state, tasks = env.run(conf={"kind": "full"})
+    assert state == "success", tasks
+    # an incremental whose verify fails: marked failed, and only it
+    import shutil
+    shutil.rmtree(env.tmp / "storage" / ".scratch", ignore_errors=True)
+    (env.tmp / "storage" / ".scratch").write_text("not a directory")
+    state, tasks = env.run()
+    assert state == "failed" and tasks["verify_backup"] == "failed", tasks
+    (env.tmp / "storage" / ".scratch").unlink()
+    statuses = sorted((r["label"], r["kind"], r["status"]) for r in env.catalog().backups(instance="sandbox"))
+    assert [(k, st) for _, k, st in statuses] == [("full", "usable"), ("incremental", "failed")]
+    # the newest link failed: kind=incremental is refused naming it, auto takes a new full
+    state, tasks = env.run(conf={"kind": "incremental"})
+    assert state == "failed" and tasks["choose_source"] == "failed", tasks
+    assert f"{statuses[1][0]} is failed" in env.webhook_alerts()[-1]["error"]
+    state, tasks = env.run()
+    assert state == "success", tasks
+    assert env.catalog().last_usable("sandbox")["kind"] == "full"

@@ -29,7 +29,7 @@ SMTP_PASSWORD = "pw-Zq81-secret"
 def make_alert(**overrides: Any) -> Alert:
     """A typical alert."""
     data: dict[str, Any] = dict(
-        instance="shop_main", dag_id="mysql_backup__shop_main", task_id="full_backup",
+        instance="shop_main", dag_id="mysql_backup__shop_main", task_id="backup",
         run_id="scheduled__2024-03-15T02:00:00+00:00", try_number=2,
         error="storage.py receive exited 3: not enough space on /srv (need 12 GiB, free 3 GiB)",
         log_url="http://airflow.example/log?dag_id=mysql_backup__shop_main", owner="dba-team@example.com",
@@ -42,14 +42,14 @@ def make_alert(**overrides: Any) -> Alert:
 # --- the message -----------------------------------------------------------------------------
 
 def test_subject() -> None:
-    assert make_alert().subject() == "[mysql-backup] FAILED shop_main full_backup (try 2)"
+    assert make_alert().subject() == "[mysql-backup] FAILED shop_main backup (try 2)"
     assert "\n" not in make_alert(task_id="x\r\nBcc: evil@example.com").subject()
 
 
 def test_text_has_every_field() -> None:
     alert = make_alert()
     text = alert.text()
-    for value in ("shop_main", "mysql_backup__shop_main", "full_backup", alert.run_id, "2",
+    for value in ("shop_main", "mysql_backup__shop_main", "backup", alert.run_id, "2",
                   alert.error, alert.log_url, "dba-team@example.com", "shop", "2024-03-15T02:11:00Z"):
         assert value in text  # type: ignore[operator]
     assert "(no log URL)" in make_alert(log_url=None).text()
@@ -93,7 +93,7 @@ def test_email_arrives(smtp: tuple[Controller, Inbox]) -> None:
     assert envelope.mail_from == "backup@localhost"
     assert envelope.rcpt_tos == ["dba@example.com", "oncall@example.com"]
     msg = inbox.message()
-    assert msg["Subject"] == "[mysql-backup] FAILED shop_main full_backup (try 2)"
+    assert msg["Subject"] == "[mysql-backup] FAILED shop_main backup (try 2)"
     assert msg["From"] == "backup@localhost"
     body = msg.get_payload(decode=True).decode()
     assert alert.error in body
@@ -157,7 +157,7 @@ def test_webhook_posts_json(hook: Hook) -> None:
     assert req["headers"]["X-Team"] == "dba"
     payload = json.loads(req["body"])
     assert payload == {
-        "instance": "shop_main", "dag_id": "mysql_backup__shop_main", "task_id": "full_backup",
+        "instance": "shop_main", "dag_id": "mysql_backup__shop_main", "task_id": "backup",
         "run_id": alert.run_id, "try_number": 2, "error": alert.error, "log_url": alert.log_url,
         "owner": "dba-team@example.com", "app": "shop", "when": "2024-03-15T02:11:00Z",
         "text": alert.text(), "event": "FAILED", "what": "",

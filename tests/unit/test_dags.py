@@ -49,15 +49,15 @@ def test_backup_dag_shape(monkeypatch, tmp_path):
     assert bag.import_errors == {}
     dag = bag.dags["mysql_backup__shop_main"]
     assert [t.task_id for t in dag.topological_sort()] == [
-        "collect_facts", "choose_source", "reserve_space", "full_backup", "verify_backup", "catalog_backup"]
+        "collect_facts", "choose_source", "reserve_space", "backup", "verify_backup", "catalog_backup"]
     assert dag.max_active_runs == 1
     assert {"mysql-backup", "app:shop", "owner:dba@example.internal"} <= set(dag.tags)
     assert dag.timetable.summary == "30 1 * * *"
-    assert dag.get_task("full_backup").pool == "mysql_backup_storage__store1"
+    assert dag.get_task("backup").pool == "mysql_backup_storage__store1"
     assert dag.get_task("verify_backup").pool == "mysql_backup_storage__store1"
     assert all(t.on_failure_callback for t in dag.tasks)
     assert all(t.execution_timeout for t in dag.tasks)
-    assert dag.get_task("full_backup").execution_timeout.total_seconds() == 12 * 3600
+    assert dag.get_task("backup").execution_timeout.total_seconds() == 12 * 3600
     assert [r.name for r in dag.get_task("collect_facts").replicas] == ["shop_r1"]
     # a replica whose primary is listed gets a DAG, but no schedule: the primary's DAG backs it up
     assert bag.dags["mysql_backup__shop_r1"].schedule is None

@@ -11,6 +11,7 @@ import pytest
 from factories import manifest_data
 from mysqlbackup.manifest import (
     FIELDS,
+    OPTIONAL_FIELDS,
     Manifest,
     ManifestError,
     from_dict,
@@ -39,7 +40,7 @@ def test_round_trip_is_exact() -> None:
 def test_to_dict_has_every_field() -> None:
     m = from_dict(manifest_data())
     assert set(to_dict(m)) == set(FIELDS)
-    assert set(FIELDS) - {"replica_source"} == set(manifest_data())  # optional: older manifests lack it
+    assert set(FIELDS) - OPTIONAL_FIELDS == set(manifest_data())  # optional: older manifests lack them
 
 
 def test_manifest_is_frozen() -> None:
@@ -111,7 +112,8 @@ def test_unknown_extra_keys_are_ignored() -> None:
         ("label", "20240315-020000I", "label"),
         ("label", "20241399-020000F", "label"),
         ("instance", "bad name", "instance"),
-        ("kind", "incremental", "kind"),
+        ("kind", "weekly", "kind"),
+        ("kind", "incremental", "not an incremental backup label"),
         ("flavor", "postgres", "flavor"),
         ("compress", "xz", "compress"),
         ("sha256", "ab" * 31, "sha256"),
@@ -203,3 +205,24 @@ def test_replica_source_is_optional_and_checked():
     assert m2.replica_source["gtid"] == "0-1-5"
     with pytest.raises(ManifestError, match="replica_source"):
         from_dict(manifest_data(replica_source="0-1-5"))
+
+
+def test_chain_fields_of_an_incremental() -> None:
+    inc = "20240315-020000F_20240316-020000I"
+    base = dict(manifest_data(), kind="incremental", label=inc, storage_path=f"/srv/mysql-backups/shop_main/{inc}",
+                parent="20240315-020000F", chain="20240315-020000F", from_lsn=100, to_lsn=200)
+    m = from_dict(base)
+    assert (m.parent, m.chain) == ("20240315-020000F", "20240315-020000F")
+    from_dict(dict(base, label=inc.replace("16-", "17-"), storage_path=f"/srv/mysql-backups/shop_main/"
+                   f"{inc.replace('16-', '17-')}", parent=inc))  # on an earlier incremental of the chain
+    for changes, message in [
+        ({"parent": None}, "names its parent"),
+        ({"chain": "20240314-020000F"}, "is not the full"),
+        ({"parent": "20240314-020000F"}, "not an earlier link"),
+        ({"parent": inc}, "not an earlier link"),
+        ({"from_lsn": None}, "records both"),
+    ]:
+        with pytest.raises(ManifestError, match=message):
+            from_dict(dict(base, **changes))
+    with pytest.raises(ManifestError, match="a full backup has no parent"):
+        from_dict(dict(manifest_data(), parent="20240314-020000F"))
