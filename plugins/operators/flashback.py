@@ -96,16 +96,19 @@ class BinlogFlashbackOperator(HostScriptOperator):
     def _apply(self, path: str, conn_id: str, inst) -> dict:
         import pymysql
 
-        from mysqlbackup.flashback.apply import ApplyRefused, ApplyStopped, apply_script
+        from mysqlbackup.flashback.apply import ApplyRefused, ApplyStopped, ScriptRefused, apply_script
         target = _conn_kwargs(conn_id, inst.host, inst.port)
         try:
-            with open(path, encoding="utf-8") as f:
+            with open(path, "rb") as f:
                 report = apply_script(f, partial(pymysql.connect, **target), log=self.log.info)
         except ApplyStopped as exc:
             raise AirflowFailException(f"apply stopped: {exc}") from exc
+        except ScriptRefused as exc:
+            raise AirflowFailException(f"apply of the flashback script {path} {exc}") from exc
         except ApplyRefused as exc:
             raise AirflowFailException(f"apply refused ({exc}); the script is stored for review: apply it with "
                                        "mysql-flashback apply --force once reviewed") from exc
-        self.log.info("applied %d transactions, %d statements in %.1f s", report.transactions, report.statements,
-                      report.seconds)
-        return {"transactions": report.transactions, "statements": report.statements, "seconds": report.seconds}
+        self.log.info("applied %d transactions, %d statements in %.1f s%s", report.transactions, report.statements,
+                      report.seconds, f" ({report.edit_note})" if report.edited else "")
+        return {"transactions": report.transactions, "statements": report.statements, "seconds": report.seconds,
+                "edited": report.edited}

@@ -5,14 +5,12 @@ import io
 
 import pytest
 
-from mysqlbackup.flashback.apply import ApplyStopped, apply_script, read_script
+from mysqlbackup.flashback.apply import ApplyStopped, apply_script
+from mysqlbackup.flashback.check import ScriptRefused
 
 pytestmark = pytest.mark.server
 
-SCRIPT = """-- mysql-flashback: test
-SET NAMES utf8mb4;
-SET time_zone='+00:00';
--- transaction 0-1-12 at binlog.000001:900
+BODY = """-- transaction 0-1-12 at binlog.000001:900
 BEGIN;
 UPDATE `fa`.`t` SET `id`=2, `v`='b' WHERE `id`=2;
 INSERT INTO `fa`.`t` (`id`, `v`) VALUES (3, 'c 😀');
@@ -23,6 +21,31 @@ DELETE FROM `fa`.`t` WHERE `id`=9;
 UPDATE `fa`.`t` SET `id`=1, `v`='a' WHERE `id`=1;
 COMMIT;
 """
+
+
+def sealed(body: str, per_table: dict[str, dict[str, int]], session: str | None = None) -> str:
+    """A flashback file as generate writes it: header (with the counts and the sha256 of what
+    follows it), session settings, ``body``."""
+    import hashlib
+    from collections import Counter
+
+    from mysqlbackup.flashback.engine import SESSION, Summary
+    rest = (SESSION if session is None else session) + body
+    s = Summary(source="test", selection="test", per_table={k: Counter(v) for k, v in per_table.items()},
+                rows=sum(sum(v.values()) for v in per_table.values()),
+                transactions=sum(1 for line in body.splitlines() if line == "COMMIT;"),
+                generated_note="0 found on the server, left out of INSERT and SET")
+    s.body_sha256 = hashlib.sha256(rest.encode()).hexdigest()
+    return s.header() + rest
+
+
+# the inverse of: 1 and 2 updated, 3 deleted, 9 inserted
+COUNTS = {"fa.t": {"update": 2, "delete": 1, "insert": 1}}
+SCRIPT = sealed(BODY, COUNTS)
+
+
+def line_of(text: str, fragment: str) -> int:
+    return next(i for i, line in enumerate(text.splitlines(), 1) if fragment in line)
 
 
 @pytest.fixture
@@ -58,8 +81,9 @@ def test_a_row_changed_since_stops_and_rolls_back_that_transaction(table):
     with pytest.raises(ApplyStopped) as info:
         apply_script(io.StringIO(SCRIPT), table.connect, log=lambda _: None)
     rep = info.value.report
-    assert rep.transactions == 1 and rep.stopped_at["line"] == 11
+    assert rep.transactions == 1 and rep.stopped_at["line"] == line_of(SCRIPT, "`id`=9")
     assert "matched no row" in str(info.value) and "`id`=9" in str(info.value)
+    assert "1 transaction(s) before it were committed and stay applied" in str(info.value)
     # the first transaction is applied, the second left untouched (1 still 'A')
     assert rows(table) == [(1, "A"), (2, "b"), (3, "c 😀")]
 
@@ -78,10 +102,12 @@ def test_dry_run_changes_nothing(table):
 
 
 def test_incomplete_script_is_refused_before_anything_runs():
-    settings, _, blocks = read_script(io.StringIO(SCRIPT.rsplit("COMMIT;", 1)[0]))
-    assert settings == ["SET NAMES utf8mb4;", "SET time_zone='+00:00';"]
-    with pytest.raises(ValueError, match="no COMMIT"):
-        list(blocks)
+    from mysqlbackup.flashback.check import scan
+    with pytest.raises(ScriptRefused, match="no COMMIT"):
+        scan(io.StringIO(SCRIPT.rsplit("COMMIT;", 1)[0]))
+    assert scan(io.StringIO(SCRIPT)).settings == ["SET NAMES utf8mb4;", "SET time_zone='+00:00';",
+                                                  "SET SESSION sql_mode='STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,"
+                                                  "NO_ENGINE_SUBSTITUTION';"]
 
 
 def test_truncated_script_applies_nothing(table):

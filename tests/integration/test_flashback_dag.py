@@ -78,6 +78,8 @@ def test_review_then_apply(env):
      "tables: `fb db`.nope not found in the binlog window (the window holds row changes of: `fb db`."),
     ({"instance": "sandbox", "start_datetime": "2026-11-24 10:05:00", "stop_datetime": "2026-11-24 10:00:00"},
      "reversed time window: start_datetime 2026-11-24 10:05:00 UTC is not before stop_datetime"),
+    ({"instance": "sandbox", "start_position": "binlog.000001:4", "databases": ["fb_db_typo"]},
+     "databases: fb_db_typo not found in the binlog window (the window holds row changes of the databases: "),
 ])
 def test_bad_requests_fail_clearly_and_apply_nothing(env, conf, message, capfd):
     sb, conn, tmp = env
@@ -96,3 +98,33 @@ def test_unknown_instance_is_refused_by_the_trigger_form(env):
         run({"instance": "nope", "start_position": "binlog.000001:4"})
     with pytest.raises(ParamValidationError, match="does not match"):
         run({"instance": "sandbox", "start_position": "binlog.000001"})
+
+
+def test_a_damaged_binlog_read_from_the_server_fails_the_run_with_one_clear_message(env, capfd):
+    """A flipped byte in a row event of the server's own binlog (read as a replication client):
+    the run fails with the file and position named, as a refusal, not as a decoder's traceback."""
+    from mysqlbackup.binlog import format as F
+    from mysqlbackup.binlog.reader import iter_file_events
+    sb, conn, tmp = env
+    start = master_pos(conn)
+    workload(conn, random.Random(12), 5)
+    with conn.cursor() as cur:
+        cur.execute("FLUSH BINARY LOGS")
+    path = Path(sb.source.datadir) / start[0]
+    rows = [e for e in iter_file_events(path) if e.type in F.ROWS_EVENT_KIND and e.pos >= start[1]]
+    victim = rows[len(rows) // 2]
+    pos, size = victim.pos, victim.event_size
+    with open(path, "r+b") as f:
+        f.seek(pos + size // 2)
+        b = f.read(1)
+        f.seek(pos + size // 2)
+        f.write(bytes([b[0] ^ 0x5A]))
+    before = checksums(conn)
+    state, ti = run({"instance": "sandbox", "start_position": f"{start[0]}:{start[1]}", "apply": True,
+                     "apply_conn_id": "fb_admin"})
+    assert state == "failed"
+    out, err = capfd.readouterr()
+    assert (f"flashback of sandbox refused: cannot read the binlogs: {start[0]}: checksum mismatch at position "
+            f"{pos}") in out + err, (out + err)[-3000:]
+    assert "struct.error" not in out + err and "IndexError" not in out + err
+    assert checksums(conn) == before

@@ -21,10 +21,11 @@ from .events import (
                      parse_table_map,
                      parse_xid,
 )
-from .reader import BinlogError, RawEvent, iter_events, iter_file_events
+from .reader import BinlogError, DamagedBinlog, RawEvent, iter_events, iter_file_events
 
 __all__ = [
                      "BinlogError",
+                     "DamagedBinlog",
                      "FormatDescription",
                      "Gtid",
                      "Query",

@@ -9,6 +9,7 @@ from .reader import BinlogError
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
+MAX_COLUMNS = 4096  # a table has at most this many columns (MariaDB and MySQL)
 
 
 def read_packed_int(buf: bytes | memoryview, p: int) -> tuple[int, int]:
@@ -303,6 +304,9 @@ def parse_table_map(body: bytes | memoryview, post_header_len: int = 8,
     tm.table = b[p + 1:p + 1 + n].decode("utf-8", "replace")
     p += n + 2
     ncols, p = read_packed_int(b, p)
+    if not 0 < ncols <= MAX_COLUMNS or p + ncols > len(b):
+        raise BinlogError(f"table map of {tm.schema}.{tm.table}: {ncols} columns in a {len(b)}-byte event "
+                          "(a damaged event)")
     types = tuple(b[p:p + ncols])
     p += ncols
     mlen, p = read_packed_int(b, p)
@@ -515,6 +519,9 @@ def parse_rows_header(body: bytes | memoryview, event_type: int,
     else:
         ncols, p = read_packed_int(body, p)
     nb = (ncols + 7) >> 3
+    if not 0 < ncols <= MAX_COLUMNS or p + nb * (2 if kind == "update" else 1) > len(body):
+        raise BinlogError(f"rows event for table id {table_id}: {ncols} columns in a {len(body)}-byte event "
+                          "(a damaged event)")
     first = bytes(body[p:p + nb])
     p += nb
     if kind == "update":

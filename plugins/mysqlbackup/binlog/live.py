@@ -25,7 +25,7 @@ from .format import (
     LOG_EVENT_ARTIFICIAL_F,
     ROTATE_EVENT,
 )
-from .reader import BinlogError, RawEvent, fde_checksum_alg, fde_crc_ok
+from .reader import BinlogError, DamagedBinlog, RawEvent, fde_checksum_alg, fde_crc_ok
 
 COM_BINLOG_DUMP = 0x12
 BINLOG_DUMP_NON_BLOCK = 0x01
@@ -62,6 +62,7 @@ class LiveReader:
         self.read_timeout = read_timeout
         self.unix_socket = unix_socket
         self.file = start_file
+        self.stopped = False  # the stop position ended the dump
         self.checksum_alg: int | None = None
         self._conn: pymysql.connections.Connection | None = None
         self._server_crc = False
@@ -126,7 +127,7 @@ class LiveReader:
                 size = len(ev)
                 ts, etype, sid, esize, log_pos, eflags = unpack(ev, 0)
                 if esize != size:
-                    raise BinlogError(f"binlog dump: event size {esize} != packet size {size} "
+                    raise DamagedBinlog(f"binlog dump: event size {esize} != packet size {size} "
                                       f"({self.file} near {log_pos})")
                 if etype == ROTATE_EVENT and (eflags & LOG_EVENT_ARTIFICIAL_F or log_pos == 0):
                     # sent before the file's FDE: it carries a CRC when the server has them on
@@ -134,7 +135,7 @@ class LiveReader:
                     end = size - CHECKSUM_LEN if self._server_crc else size
                     if self._server_crc and verify and crc32(ev[:end]) != int.from_bytes(
                             ev[end:], "little"):
-                        raise BinlogError("checksum mismatch in the server's ROTATE event")
+                        raise DamagedBinlog("checksum mismatch in the server's ROTATE event")
                     self.file = bytes(ev[HEADER_LEN + 8:end]).decode("utf-8", "replace")
                     continue
                 if etype == HEARTBEAT_EVENT:
@@ -144,7 +145,7 @@ class LiveReader:
                     self.checksum_alg = alg
                     csum = CHECKSUM_LEN if alg == BINLOG_CHECKSUM_ALG_CRC32 else 0
                     if csum and verify and not fde_crc_ok(ev):
-                        raise BinlogError(f"{self.file}: checksum mismatch in FORMAT_DESCRIPTION")
+                        raise DamagedBinlog(f"{self.file}: checksum mismatch in FORMAT_DESCRIPTION")
                     body_end = size - CHECKSUM_LEN if alg in (0, 1) else size
                     # sent with log_pos 0 when the dump starts past it: report the file's value
                     yield RawEvent(ts, etype, sid, esize, log_pos or 4 + esize, eflags, self.file, 4,
@@ -152,11 +153,12 @@ class LiveReader:
                     continue
                 pos = log_pos - esize
                 if self._past_stop(self.file, pos):
+                    self.stopped = True
                     return
                 if csum:
                     if verify and crc32(ev[:size - 4]) != int.from_bytes(ev[size - 4:], "little"):
-                        raise BinlogError(f"{self.file}: checksum mismatch at position {pos} "
-                                          f"(event type {etype})")
+                        raise DamagedBinlog(f"{self.file}: checksum mismatch at position {pos} "
+                                            f"(event type {etype})")
                     body = ev[HEADER_LEN:size - 4]
                 else:
                     body = ev[HEADER_LEN:]

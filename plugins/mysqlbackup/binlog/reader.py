@@ -33,6 +33,11 @@ class BinlogError(Exception):
     """A binlog that cannot be read: not a binlog, corrupt (checksum), unsupported."""
 
 
+class DamagedBinlog(BinlogError):
+    """The bytes are not a sound binlog (no magic, checksum mismatch, impossible event header,
+    cut in the middle of the sequence of files); the message names the file and position."""
+
+
 class RawEvent:
     """One event: the common header fields and the body (no header, no checksum)."""
 
@@ -85,8 +90,10 @@ def fde_crc_ok(event: bytes | memoryview) -> bool:
 
 class FileEvents:
     """Iterator over the events of one binlog file. After iteration, ``truncated`` tells whether
-    the file ended inside an event (a file still being written), and ``end_pos`` is the offset
-    after the last complete event yielded (or examined, when ``stop`` ended the iteration)."""
+    the file ended inside an event (a file still being written), ``cut_at`` is then the offset
+    where that incomplete event begins, ``stopped`` whether ``stop`` ended the iteration, and
+    ``end_pos`` is the offset after the last complete event yielded (or examined, when ``stop``
+    ended the iteration)."""
 
     def __init__(self, path: str | os.PathLike, start: int = 4, stop: int | None = None,
                  verify_checksums: bool = True, chunk: int = CHUNK) -> None:
@@ -97,6 +104,9 @@ class FileEvents:
         self.verify_checksums = verify_checksums
         self.chunk = chunk
         self.truncated = False
+        self.cut_at: int | None = None
+        self.cut_event: tuple[int, int] | None = None  # (type, timestamp) of the cut event, if its header is whole
+        self.stopped = False
         self.end_pos = self.start
         self.checksum_alg: int | None = None
         self._gen = self._run()
@@ -108,7 +118,18 @@ class FileEvents:
         return next(self._gen)
 
     def _error(self, pos: int, what: str) -> BinlogError:
-        return BinlogError(f"{self.path}: {what} at position {pos}")
+        return DamagedBinlog(f"{self.path}: {what} at position {pos}")
+
+    def _cut(self, pos: int, buf: bytes, off: int) -> None:
+        """The file ends inside the event at ``pos``: a file still being written, or cut. When its
+        header is there and says it ends elsewhere than its size does, the header is damaged."""
+        self.truncated = True
+        self.cut_at = pos
+        if len(buf) - off >= HEADER_LEN:
+            ts, etype, _sid, size, log_pos, _flags = _HEADER.unpack_from(buf, off)
+            if log_pos and log_pos != pos + size:
+                raise self._error(pos, f"damaged event header (size {size}, but the next event is at {log_pos})")
+            self.cut_event = (etype, ts)
 
     def _run(self) -> Iterator[RawEvent]:
         fname = self.file
@@ -119,21 +140,25 @@ class FileEvents:
         with open(self.path, "rb", buffering=0) as f:
             magic = f.read(4)
             if magic != BINLOG_MAGIC:
-                raise BinlogError(f"{self.path}: not a binlog file (magic {magic!r}, "
-                                  f"expected {BINLOG_MAGIC!r})")
+                raise DamagedBinlog(f"{self.path}: not a binlog file (it begins with {magic!r}, a binlog with "
+                                    f"{BINLOG_MAGIC!r})")
             # the FORMAT_DESCRIPTION at offset 4 says whether events carry a CRC32
             buf = f.read(max(self.chunk, HEADER_LEN))
             if len(buf) < HEADER_LEN:
-                self.truncated = len(buf) > 0
+                if buf:
+                    self.truncated, self.cut_at = True, 4
                 self.end_pos = 4
                 return
             ts, etype, sid, size, log_pos, flags = unpack_header(buf, 0)
             if etype != FORMAT_DESCRIPTION_EVENT:
                 raise self._error(4, f"first event is type {etype}, not FORMAT_DESCRIPTION")
+            if size < HEADER_LEN or size > os.fstat(f.fileno()).st_size:
+                if size < HEADER_LEN or log_pos != 4 + size:
+                    raise self._error(4, f"damaged FORMAT_DESCRIPTION event header (size {size})")
             while len(buf) < size:
                 more = f.read(self.chunk)
                 if not more:
-                    self.truncated = True
+                    self.truncated, self.cut_at, self.cut_event = True, 4, (etype, ts)
                     self.end_pos = 4
                     return
                 buf += more
@@ -169,9 +194,13 @@ class FileEvents:
                     need = HEADER_LEN
                 if avail < need:
                     if stop is not None and base + off >= stop:
+                        self.stopped = True
                         return
+                    if not end_file and need - avail > os.fstat(f.fileno()).st_size - (base + len(buf)):
+                        end_file = True  # the event would end past the end of the file: do not read for it
                     if end_file:
-                        self.truncated = avail > 0
+                        if avail > 0:
+                            self._cut(base + off, buf, off)
                         return
                     more = f.read(max(self.chunk, need - avail))
                     if not more:
@@ -184,6 +213,7 @@ class FileEvents:
                     continue
                 pos = base + off
                 if stop is not None and pos >= stop:
+                    self.stopped = True
                     return
                 ts, etype, sid, size, log_pos, flags = unpack_header(buf, off)
                 if etype == START_ENCRYPTION_EVENT:
@@ -226,6 +256,9 @@ class Events:
         self.stop = stop
         self.verify_checksums = verify_checksums
         self.truncated = False
+        self.cut_at: tuple[str, int] | None = None   # (file, offset) of the incomplete last event
+        self.cut_event: tuple[int, int] | None = None  # its (type, timestamp), when its header is whole
+        self.stopped = False                           # the stop position ended the iteration
         self.current: FileEvents | None = None
         self._gen = self._run(names)
 
@@ -244,11 +277,14 @@ class Events:
             fe = FileEvents(self.paths[i], start, stop, self.verify_checksums)
             self.current = fe
             yield from fe
+            self.stopped = fe.stopped
             if fe.truncated:
                 if i != last:
-                    raise BinlogError(f"{fe.path}: truncated event at position {fe.end_pos} "
-                                      f"but later files follow")
+                    raise DamagedBinlog(f"{fe.path}: the file is cut inside an event at position {fe.cut_at}, "
+                                        f"and later files follow")
                 self.truncated = True
+                self.cut_at = (fe.file, fe.cut_at)
+                self.cut_event = fe.cut_event
 
 
 def iter_events(paths: Iterable[str | os.PathLike], start: tuple[str, int] | None = None,

@@ -1,21 +1,32 @@
 """Apply a flashback script: transaction by transaction, every statement exactly one row.
 
-The script is this tool's own output: session settings, then blocks of
-``-- transaction …`` / ``BEGIN;`` / one statement per line / ``COMMIT;``. Each block runs in a
-transaction on a connection with CLIENT_FOUND_ROWS (an UPDATE counts the row it matched,
-changed or not). A statement that does not touch exactly one row, or fails, rolls the whole
-transaction back and stops the run: a row changed again since the window is reported, never
-half-applied. Transactions before it stay applied (each one is complete on its own).
+The script is this tool's own output: a header ending with the ``-- body:`` line (counts and
+the sha256 of the body), session settings, then blocks of ``-- transaction …`` / ``BEGIN;`` /
+one statement per line / ``COMMIT;``. Before anything runs, before connecting, every line is
+checked (``check.scan``): only the inverse row statements flashback writes, on the tables the
+header names, and its own session settings; anything else (DDL, another table, GRANT, SET,
+two statements on a line, a comment hiding a statement …) refuses the whole file, naming the
+lines. A file whose body no longer matches its checksum was edited: that is said up front and
+recorded in the report, and it runs only because every line passed the check.
+
+Each block runs in a transaction on a connection with CLIENT_FOUND_ROWS (an UPDATE counts the
+row it matched, changed or not). A statement that does not touch exactly one row, or fails,
+rolls the whole transaction back and stops the run: a row changed again since the window is
+reported, never half-applied. Transactions before it stay committed (each one is complete on
+its own); with ``dry_run`` every transaction is rolled back and nothing is applied.
 """
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, TextIO
+from typing import Callable
 
 from pymysql.constants import CLIENT
 
+from mysqlbackup.flashback.check import ScriptCheck, ScriptRefused, binary, scan
+
+__all__ = ["ApplyRefused", "ApplyReport", "ApplyStopped", "ScriptRefused", "apply_script", "check_script",
+           "safety_problems"]
 
 # the header line of a script written without knowing which columns are generated (engine.Summary)
 UNKNOWN_GENERATED = "-- generated columns: unknown"
@@ -25,17 +36,9 @@ class ApplyRefused(ValueError):
     """The target has something the binlog cannot account for: nothing was applied."""
 
 
-_TARGET_RE = re.compile(r"^(?:INSERT INTO|UPDATE|DELETE FROM) `((?:[^`]|``)+)`\.`((?:[^`]|``)+)`")
-
-
-def script_tables(statements) -> set[tuple[str, str]]:
-    """(schema, table) of every statement (this tool's own statement shapes)."""
-    out = set()
-    for stmt in statements:
-        m = _TARGET_RE.match(stmt)
-        if m:
-            out.add((m.group(1).replace("``", "`"), m.group(2).replace("``", "`")))
-    return out
+def check_script(f) -> ScriptCheck:
+    """Every line of the file checked (``check.scan``), without connecting anywhere."""
+    return scan(f)
 
 
 def safety_problems(cur, tables: set[tuple[str, str]], generated_known: bool = True) -> list[str]:
@@ -97,89 +100,71 @@ class ApplyStopped(RuntimeError):
 
 @dataclass
 class ApplyReport:
-    transactions: int = 0
+    transactions: int = 0   # run to their end (committed, or rolled back in a dry run)
     statements: int = 0
+    committed: int = 0      # transactions committed (0 in a dry run)
     seconds: float = 0.0
     stopped_at: dict | None = None
     settings: list[str] = field(default_factory=list)
+    dry_run: bool = False
+    edited: bool = False    # the body does not match the header's sha256 (every line passed the check)
+    edit_note: str = ""
+    check_seconds: float = 0.0
+    check_bytes: int = 0
+
+    def outcome(self) -> str:
+        """What stayed applied, in words that are true whatever happened."""
+        if self.dry_run:
+            return (f"nothing was applied (dry run: {self.transactions} transaction(s) ran and were rolled "
+                    "back)")
+        if not self.committed:
+            return "no transaction was committed: nothing was applied"
+        return f"{self.committed} transaction(s) before it were committed and stay applied"
 
 
-def read_script(f: TextIO) -> tuple[list[str], list[str], Iterator[tuple[str, int, list[tuple[int, str]]]]]:
-    """(session settings, header comments, iterator of (transaction header, line number,
-    [(line number, statement)]))."""
-    settings: list[str] = []
-    comments: list[str] = []
-    lines = iter(enumerate(f, start=1))
-    pending: list[tuple[int, str]] = []
-    for no, raw in lines:
-        line = raw.rstrip("\n")
-        if line.startswith("SET "):
-            settings.append(line)
-        elif line.startswith("-- transaction") or line == "BEGIN;":
-            pending.append((no, line))
-            break
-        elif line.startswith("--"):
-            comments.append(line)
-        elif line:
-            raise ValueError(f"line {no}: unexpected text before the first transaction: {line[:80]!r}")
-
-    def blocks() -> Iterator[tuple[str, int, list[tuple[int, str]]]]:
-        header, start = "", 0
-        stmts: list[tuple[int, str]] = []
-        in_tx = False
-        for no, line in [*pending, *((n, r.rstrip("\n")) for n, r in lines)]:
-            if not in_tx:
-                if line.startswith("-- transaction"):
-                    header, start = line, no
-                elif line == "BEGIN;":
-                    in_tx, stmts = True, []
-                    start = start or no
-                elif line and not line.startswith("--"):
-                    raise ValueError(f"line {no}: expected BEGIN; or a transaction comment, got {line[:80]!r}")
-            elif line == "COMMIT;":
-                yield header, start, stmts
-                header, start, in_tx = "", 0, False
-            elif line and not line.startswith("--"):
-                stmts.append((no, line))
-        if in_tx:
-            raise ValueError(f"the script ends inside the transaction starting at line {start} (no COMMIT;): "
-                             "it is incomplete, apply nothing from it")
-    return settings, comments, blocks()
-
-
-def apply_script(f: TextIO, connect: Callable[..., object], log: Callable[[str], None] = print,
+def apply_script(f, connect: Callable[..., object], log: Callable[[str], None] = print,
                  dry_run: bool = False, force: bool = False) -> ApplyReport:
     """Run the script through ``connect(client_flag=…)`` (a pymysql connect with credentials bound).
 
-    Before anything runs, the whole file is checked (an incomplete or foreign file applies
-    nothing) and the target is asked about every table the script touches: triggers,
+    ``f``: the file, binary or text (a text file object is read as UTF-8). Before connecting,
+    every line is checked (``ScriptRefused`` names what is not allowed; ``force`` does not
+    change that); then the target is asked about every table the script touches: triggers,
     non-transactional engines, system-versioned tables and cascading foreign keys make the
     run refuse (``ApplyRefused``) unless ``force``.
     """
-    _, comments, check = read_script(f)
-    tables: set[tuple[str, str]] = set()
-    for _header, _start, stmts in check:
-        tables |= script_tables(s for _no, s in stmts)
-    f.seek(0)
-    settings, _, blocks = read_script(f)
-    report = ApplyReport(settings=settings)
+    src = binary(f)
+    checked = check_script(src)
+    report = ApplyReport(settings=checked.settings, dry_run=dry_run, edited=checked.edited,
+                         check_seconds=checked.seconds, check_bytes=checked.bytes)
+    log(f"checked every line: {checked.transactions} transactions, {checked.statements} statements on "
+        f"{len(checked.tables)} table(s), {checked.bytes / 1e6:,.1f} MB in {checked.seconds:.2f} s")
+    if checked.edited:
+        report.edit_note = f"the file was {checked.edit_note()}"
+        log(f"warning: {report.edit_note}; every line is a statement a flashback file may hold, so it is applied "
+            "as edited")
+    generated_known = not any(line.startswith(UNKNOWN_GENERATED) for line in checked.header.lines)
     conn = connect(client_flag=CLIENT.FOUND_ROWS, autocommit=False)
     t0 = time.monotonic()
     try:
         with conn.cursor() as cur:
-            problems = safety_problems(cur, tables, generated_known=not any(
-                line.startswith(UNKNOWN_GENERATED) for line in comments))
+            problems = safety_problems(cur, checked.tables, generated_known=generated_known)
             if problems and not force:
                 raise ApplyRefused("nothing applied; the target has what the binlog cannot account for:\n  - "
                                    + "\n  - ".join(problems)
                                    + "\nReview the script with this in mind; apply anyway with --force")
             for problem in problems:
                 log(f"warning (--force): {problem}")
-            for s in settings:
-                cur.execute(s)
-            for header, start, stmts in blocks:
+            for setting in checked.settings:
+                cur.execute(setting)
+
+            def run(header: str, start: int, stmts: list[tuple[int, str]]) -> None:
                 try:
                     cur.execute("BEGIN")
+                except Exception as exc:  # noqa: BLE001 - a lost connection: say what stayed applied
+                    report.seconds = time.monotonic() - t0
+                    raise ApplyStopped(f"stopped at the transaction of line {start} ({header or 'no comment'}): "
+                                       f"BEGIN failed ({exc}); {report.outcome()}", report) from None
+                try:
                     for no, stmt in stmts:
                         try:
                             affected = cur.execute(stmt)
@@ -194,23 +179,45 @@ def apply_script(f: TextIO, connect: Callable[..., object], log: Callable[[str],
                             why = ("matched no row: it was changed or removed after the window" if affected == 0
                                    else f"touched {affected} rows, expected exactly 1")
                             raise _Mismatch(no, stmt, why)
-                    if dry_run:
-                        conn.rollback()
-                    else:
-                        conn.commit()
                 except _Mismatch as m:
-                    conn.rollback()
+                    undone = "that transaction was rolled back"
+                    try:
+                        conn.rollback()
+                    except Exception:  # noqa: BLE001 - the server rolls back what a lost connection left open
+                        undone = "that transaction was not committed (the connection failed: the server rolls it back)"
                     report.stopped_at = {"transaction": header, "transaction_line": start, "line": m.line,
                                          "statement": m.statement, "reason": m.reason}
                     report.seconds = time.monotonic() - t0
                     raise ApplyStopped(
                         f"stopped at line {m.line} ({header or 'transaction at line ' + str(start)}): statement "
-                        f"{m.reason}; that transaction was rolled back, {report.transactions} earlier "
-                        f"transaction(s) stay applied. Statement: {m.statement[:300]}", report) from None
+                        f"{m.reason}; {undone}; {report.outcome()}. Statement: {m.statement[:300]}",
+                        report) from None
+                try:
+                    if dry_run:
+                        conn.rollback()
+                    else:
+                        conn.commit()
+                except Exception as exc:  # noqa: BLE001 - a COMMIT that fails leaves its outcome unknown
+                    report.stopped_at = {"transaction": header, "transaction_line": start, "line": start,
+                                         "statement": "COMMIT", "reason": f"failed: {exc}"}
+                    report.seconds = time.monotonic() - t0
+                    raise ApplyStopped(
+                        f"stopped at the transaction of line {start} ({header or 'no comment'}): its "
+                        f"{'ROLLBACK' if dry_run else 'COMMIT'} failed ({exc}), so whether it was applied is not "
+                        f"known; {report.outcome()}", report) from None
                 report.transactions += 1
                 report.statements += len(stmts)
+                if not dry_run:
+                    report.committed += 1
                 if report.transactions % 1000 == 0:
-                    log(f"applied {report.transactions} transactions, {report.statements} statements")
+                    log(f"{'ran (dry run)' if dry_run else 'applied'} {report.transactions} transactions, "
+                        f"{report.statements} statements")
+
+            try:
+                scan(src, on_block=run)  # the same check again, line by line, as each block runs
+            except ScriptRefused as exc:  # the file changed after the check
+                raise ApplyStopped(f"the file changed while it was applied: {exc}; {report.outcome()}",
+                                   report) from None
     finally:
         conn.close()
     report.seconds = time.monotonic() - t0

@@ -15,6 +15,7 @@ import sys
 from functools import partial
 from pathlib import Path
 
+from mysqlbackup.binlog.reader import BinlogError
 from mysqlbackup.flashback.select import STATEMENT_TYPES, Selection, SelectionError, UserError
 
 EXIT_OK, EXIT_USAGE, EXIT_STOPPED, EXIT_ERROR = 0, 2, 3, 1
@@ -157,7 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "each statement must change exactly one row; at the first mismatch the "
                                    "transaction is rolled back and the run stops, naming the statement.")
     a.add_argument("--file", required=True, metavar="FILE", help="the flashback SQL file")
-    a.add_argument("--dry-run", action="store_true", help="run every transaction and roll it back")
+    a.add_argument("--dry-run", action="store_true",
+                   help="run every transaction and roll it back: nothing is applied (the file is checked first, "
+                        "so nothing that commits by itself can run)")
     a.add_argument("--force", action="store_true",
                    help="apply even though the target has triggers, cascading foreign keys, non-transactional or "
                         "system-versioned tables on the script's tables (each is named first; review before)")
@@ -173,14 +176,19 @@ def apply_file(path: str, args: argparse.Namespace, log=None, dry_run: bool = Fa
     log = log or _log
     kw = target_args(args)
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, "rb") as f:
             report = apply_script(f, partial(pymysql.connect, **kw), log=log, dry_run=dry_run,
                                   force=getattr(args, "force", False))
     except ApplyStopped as exc:
         log(f"STOPPED: {exc}")
         return EXIT_STOPPED
-    log(f"{'dry run: ' if dry_run else ''}applied {report.transactions} transactions, "
-        f"{report.statements} statements in {report.seconds:.1f} s")
+    edited = f" ({report.edit_note})" if report.edited else ""
+    if dry_run:
+        log(f"dry run: {report.transactions} transactions, {report.statements} statements ran and were rolled "
+            f"back in {report.seconds:.1f} s; nothing was applied (dry run){edited}")
+    else:
+        log(f"applied {report.transactions} transactions, {report.statements} statements in "
+            f"{report.seconds:.1f} s{edited}")
     return EXIT_OK
 
 
@@ -214,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         _log(f"error: {exc.for_cli()}")
         return EXIT_USAGE
-    except ValueError as exc:
+    except (ValueError, BinlogError) as exc:
         _log(f"error: {exc}")
         return EXIT_USAGE
     except pymysql.err.MySQLError as exc:

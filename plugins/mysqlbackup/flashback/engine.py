@@ -9,7 +9,9 @@ message naming them, before anything is written.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import struct
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,9 +22,11 @@ from mysqlbackup.binlog import format as F
 from mysqlbackup.binlog.decode import RowCodec
 from mysqlbackup.binlog.events import (parse_format_description, parse_gtid, parse_query, parse_rows_header,
                                        parse_table_map)
+from mysqlbackup.binlog.reader import BinlogError, DamagedBinlog
+from mysqlbackup.flashback.check import body_line
 from mysqlbackup.flashback.ddl import classify, touched_tables
 from mysqlbackup.flashback.plan import TableSQL
-from mysqlbackup.flashback.select import Gtid, Selection, UserError, as_typed, fld
+from mysqlbackup.flashback.select import Gtid, Position, Selection, UserError, as_typed, fld
 from mysqlbackup.flashback.spool import Spool
 from mysqlbackup.text import capped
 
@@ -53,6 +57,7 @@ class Summary:
     output: str = ""
     where_note: str = ""
     generated_note: str = "unknown (no server was asked); apply refuses tables that have them"
+    body_sha256: str = ""  # of everything after the header; set by Flashback.write once the body is written
 
     def header(self) -> str:
         lines = [f"-- mysql-flashback: inverse of {self.rows} row changes in {self.transactions} transactions",
@@ -68,6 +73,8 @@ class Summary:
         lines.append(f"-- generated columns: {self.generated_note}")
         lines.append("-- newest transaction first, statements reversed within each; "
                      "apply with: mysql-flashback apply --file THIS_FILE")
+        # one statement per row change; apply compares this line with the body it reads
+        lines.append(body_line(self.transactions, self.rows, self.body_sha256 or "0" * 64))
         return "\n".join(lines) + "\n"
 
     def as_dict(self) -> dict:
@@ -75,7 +82,7 @@ class Summary:
                 "transactions": self.transactions, "events": self.events,
                 "per_table": {k: dict(v) for k, v in self.per_table.items()}, "first": self.first,
                 "last": self.last, "covered": self.covered, "seconds": round(self.seconds, 3),
-                "output": self.output}
+                "output": self.output, "body_sha256": self.body_sha256}
 
 
 def _utc(ts: int) -> str:
@@ -112,6 +119,8 @@ class Flashback:
         self.log = log or (lambda _m: None)
         self.progress_seconds = progress_seconds
         self.tables_seen: set[tuple[str, str]] = set()      # selected tables met in the binlogs
+        self.databases_seen: set[str] = set()               # schemas of every table map met in the binlogs
+        self.warnings: list[str] = []                       # said to the log (and passed on by state())
         self.tables_in_window: set[tuple[str, str]] = set()  # every table mapped inside the window
         self.tables_with_rows: set[tuple[str, str]] = set()
         self.ddl: list[tuple[str, str, set]] = []  # DDL inside the window: (where, statement, tables)
@@ -140,10 +149,20 @@ class Flashback:
         tx_selected = True
         positioned = sel.start_position is not None or sel.stop_position is not None
         wants_position = sel.wants_position
+        start_at, stop_at = sel.start_position, sel.stop_position
         timed = sel.start_time is not None or sel.stop_time is not None
         n_events = 0
         last_log = time.monotonic()
         first = last = None
+        # the event group (transaction) being read: a flashback inverts only whole transactions,
+        # so one the window or the binlogs cut (no COMMIT read, or the start/stop position inside
+        # it) is refused, naming it
+        began = False              # a group start (GTID, or BEGIN without GTIDs) was read
+        group_open = False         # inside a group that ends with XID/COMMIT/ROLLBACK/XA PREPARE
+        group_in_window = False    # its start is inside the window (time, GTID and position)
+        group_before_start = False  # it starts before the start position
+        group_at: tuple[str, int] = ("", 0)
+        databases_seen = self.databases_seen
 
         def close_tx() -> None:
             nonlocal tx_open, tx_rows
@@ -157,146 +176,244 @@ class Flashback:
             tx_open = False
             tx_rows = 0
 
-        for ev in events:
-            n_events += 1
-            if not n_events & 16383:  # progress, whatever the events are (a long scan with few matches too)
-                now = time.monotonic()
-                if now - last_log >= self.progress_seconds:
-                    last_log = now
-                    done = summary.rows + tx_rows
-                    self.log(f"progress: {n_events:,} events read, {done:,} rows selected, "
-                             f"{n_events / max(now - self._t0, 1e-9):,.0f} events/s, at {ev.file}:{ev.pos}")
-            t = ev.type
-            if t in _ROWS:
-                if not tx_selected:
-                    continue
-                if positioned and not wants_position(ev.file, ev.pos):
-                    continue
-                hdr = parse_rows_header(ev.body, t, rows_post)
-                plan = plans.get(hdr.table_id, False)
-                if not plan:
-                    if plan is False:
-                        raise FlashbackError(f"{ev.file}:{ev.pos}: a rows event for table id {hdr.table_id} without "
-                                             "its table map: start the window at a transaction boundary")
-                    continue
-                kind = hdr.kind
-                if kind not in want_types:
-                    continue
-                codec, sql, key, name, qname = plan
-                full = fulls.get(hdr.column_count) or fulls.setdefault(hdr.column_count, _full(hdr.column_count))
-                if (kind != "insert" and hdr.present_before != full) or (kind != "delete" and hdr.present_after != full):
-                    raise FlashbackError(f"{ev.file}:{ev.pos}: {name} has a partial row image: the binlog was written "
-                                         "with binlog_row_image other than FULL; flashback needs FULL row images")
-                if not tx_open:
-                    spool.begin("")
-                    tx_open = True
-                before = tx_rows
-                add = spool.add
-                if kind == "insert":
-                    undo = sql.undo_insert
-                    for row in codec.decode(ev.body, hdr, None, key):
-                        add(undo(row))
-                        tx_rows += 1
-                elif kind == "delete":
-                    undo = sql.undo_delete
-                    for row in codec.decode(ev.body, hdr, None, None):
-                        add(undo(row))
-                        tx_rows += 1
-                else:
-                    undo = sql.undo_update
-                    for b, a in codec.decode(ev.body, hdr, None, key):
-                        add(undo(b, a))
-                        tx_rows += 1
-                per_table[name][kind] += tx_rows - before
-                self.tables_with_rows.add(qname)
-                if first is None:
-                    first = (ev.file, ev.pos, ev.timestamp)
-                last = (ev.file, ev.pos, ev.timestamp)
-                continue
-            if t == F.TABLE_MAP_EVENT:
-                tm = parse_table_map(ev.body, tm_post, mariadb)
-                qname = (tm.schema, tm.table)
-                if tx_selected and (not positioned or wants_position(ev.file, ev.pos)):
-                    self.tables_in_window.add(qname)
-                if not sel.wants_table(*qname):
-                    plans[tm.table_id] = None
-                    continue
-                self.tables_seen.add(qname)
-                if not tm.column_names:
-                    raise FlashbackError(f"{ev.file}:{ev.pos}: the table map of {tm.schema}.{tm.table} has no column "
-                                         "names: the binlog was written with binlog_row_metadata=MINIMAL; flashback "
-                                         "needs binlog_row_metadata=FULL to name columns safely")
-                shape = tm.raw[6:]
-                codec = codecs.get(shape)
-                if codec is None:
-                    codec = codecs[shape] = RowCodec(tm)
-                pk = tm.primary_key
-                name = f"{tm.schema}.{tm.table}"
-                per_table.setdefault(name, Counter())
-                key_only = self.where == "key" and pk
-                gen = (self.generated or {}).get(qname, frozenset())
-                plans[tm.table_id] = (codec, TableSQL(tm.schema, tm.table, tm.column_names, pk, guard_row=not key_only,
-                                                      generated=gen),
-                                      frozenset(pk) if key_only else None, name, qname)
-                continue
-            if t == F.GTID_EVENT:
-                close_tx()
-                g = parse_gtid(ev.body, ev.server_id)
-                gtid = Gtid(g.domain, g.server_id, g.seq_no)
-                _widen(self.gtid_range, g.domain, g.seq_no, g.seq_no)
-                tx_where = f"{ev.file}:{ev.pos} ({_utc(ev.timestamp)} UTC)"
-                for want, which in ((sel.start_gtid, "start_gtid"), (sel.stop_gtid, "stop_gtid")):
-                    if want is None or (want.domain, want.seq) != (g.domain, g.seq_no):
+        def group_end(ev) -> None:
+            """The event ``ev`` ends the open group: refuse when the stop position cut it."""
+            nonlocal group_open
+            if group_open and group_in_window and stop_at is not None and Position(ev.file, ev.pos) >= stop_at:
+                end = f"{ev.file}:{ev.pos + ev.event_size}"
+                raise FlashbackError(f"{fld('stop_position')} {stop_at} falls inside transaction {gtid or '-'} (it "
+                                     f"begins at {tx_where}; its COMMIT ends at {end}): its inverse would be "
+                                     f"partial. End the window at a transaction boundary: {group_at[0]}:"
+                                     f"{group_at[1]} (before it) or {end} (after it)")
+            group_open = False
+            close_tx()
+
+        ev = None
+        try:
+            for ev in events:
+                n_events += 1
+                if not n_events & 16383:  # progress, whatever the events are (a long scan with few matches too)
+                    now = time.monotonic()
+                    if now - last_log >= self.progress_seconds:
+                        last_log = now
+                        done = summary.rows + tx_rows
+                        self.log(f"progress: {n_events:,} events read, {done:,} rows selected, "
+                                 f"{n_events / max(now - self._t0, 1e-9):,.0f} events/s, at {ev.file}:{ev.pos}")
+                t = ev.type
+                if t in _ROWS:
+                    if not tx_selected:
                         continue
-                    if want != gtid:  # seq_no is unique in a domain: that GTID is not in this binlog
-                        raise FlashbackError(f"{fld(which)}: GTID {want} is not in the binlogs: at that sequence "
-                                             f"number they hold "
-                                             f"{gtid} ({tx_where}); give the GTID with its server_id")
-                    self.gtids_found.add(gtid)
-                tx_selected = sel.wants_gtid(gtid) and (
-                    not timed or sel.wants_time(datetime.fromtimestamp(ev.timestamp, timezone.utc)))
-                if tx_selected and (not positioned or wants_position(ev.file, ev.pos)):
-                    self.window_transactions += 1
-                if self._first_event is None:
-                    self._first_event = (ev.file, ev.timestamp)
-                self._last_event = (ev.file, ev.timestamp)
-                continue
-            if t == F.XID_EVENT:
-                close_tx()
-                continue
-            if t == F.QUERY_EVENT:
-                q = parse_query(ev.body)
-                what = classify(q.statement)
-                if what == "transaction":
-                    head = q.statement.lstrip()[:8].upper()
-                    if head.startswith(("COMMIT", "ROLLBACK")):
-                        close_tx()
-                    elif head.startswith("BEGIN") and gtid is None:  # a binlog without GTID events
-                        tx_where = f"{ev.file}:{ev.pos} ({_utc(ev.timestamp)} UTC)"
-                        tx_selected = not timed or sel.wants_time(datetime.fromtimestamp(ev.timestamp, timezone.utc))
+                    if positioned and not wants_position(ev.file, ev.pos):
+                        continue
+                    hdr = parse_rows_header(ev.body, t, rows_post)
+                    plan = plans.get(hdr.table_id, False)
+                    if not plan:
+                        if plan is False:
+                            raise FlashbackError(f"{ev.file}:{ev.pos}: a rows event for table id {hdr.table_id} without "
+                                                 "its table map: start the window at a transaction boundary")
+                        continue
+                    kind = hdr.kind
+                    if kind not in want_types:
+                        continue
+                    codec, sql, key, name, qname = plan
+                    full = fulls.get(hdr.column_count) or fulls.setdefault(hdr.column_count, _full(hdr.column_count))
+                    if (kind != "insert" and hdr.present_before != full) or (kind != "delete" and hdr.present_after != full):
+                        raise FlashbackError(f"{ev.file}:{ev.pos}: {name} has a partial row image: the binlog was written "
+                                             "with binlog_row_image other than FULL; flashback needs FULL row images")
+                    if not tx_open:
+                        if group_before_start or not began:
+                            raise FlashbackError(self._start_cut(ev, gtid if began else None, tx_where))
+                        spool.begin("")
+                        tx_open = True
+                    before = tx_rows
+                    add = spool.add
+                    if kind == "insert":
+                        undo = sql.undo_insert
+                        for row in codec.decode(ev.body, hdr, None, key):
+                            add(undo(row))
+                            tx_rows += 1
+                    elif kind == "delete":
+                        undo = sql.undo_delete
+                        for row in codec.decode(ev.body, hdr, None, None):
+                            add(undo(row))
+                            tx_rows += 1
+                    else:
+                        undo = sql.undo_update
+                        for b, a in codec.decode(ev.body, hdr, None, key):
+                            add(undo(b, a))
+                            tx_rows += 1
+                    per_table[name][kind] += tx_rows - before
+                    self.tables_with_rows.add(qname)
+                    if first is None:
+                        first = (ev.file, ev.pos, ev.timestamp)
+                    last = (ev.file, ev.pos, ev.timestamp)
                     continue
-                if not tx_selected or (positioned and not wants_position(ev.file, ev.pos)):
+                if t == F.TABLE_MAP_EVENT:
+                    tm = parse_table_map(ev.body, tm_post, mariadb)
+                    qname = (tm.schema, tm.table)
+                    databases_seen.add(tm.schema)
+                    if tx_selected and (not positioned or wants_position(ev.file, ev.pos)):
+                        self.tables_in_window.add(qname)
+                    if not sel.wants_table(*qname):
+                        plans[tm.table_id] = None
+                        continue
+                    self.tables_seen.add(qname)
+                    if not tm.column_names:
+                        raise FlashbackError(f"{ev.file}:{ev.pos}: the table map of {tm.schema}.{tm.table} has no column "
+                                             "names: the binlog was written with binlog_row_metadata=MINIMAL; flashback "
+                                             "needs binlog_row_metadata=FULL to name columns safely")
+                    shape = tm.raw[6:]
+                    codec = codecs.get(shape)
+                    if codec is None:
+                        codec = codecs[shape] = RowCodec(tm)
+                    pk = tm.primary_key
+                    name = f"{tm.schema}.{tm.table}"
+                    per_table.setdefault(name, Counter())
+                    key_only = self.where == "key" and pk
+                    gen = (self.generated or {}).get(qname, frozenset())
+                    plans[tm.table_id] = (codec, TableSQL(tm.schema, tm.table, tm.column_names, pk, guard_row=not key_only,
+                                                          generated=gen),
+                                          frozenset(pk) if key_only else None, name, qname)
                     continue
-                touched = touched_tables(q.statement, q.schema or None)
-                if what == "dml":
-                    if any(sel.wants_table(s or "", tb) for s, tb in touched) or not touched:
-                        raise FlashbackError(f"{ev.file}:{ev.pos}: a statement-based row change ({q.statement[:160]!r}): "
-                                             "the binlog is not in ROW format here; flashback needs binlog_format=ROW")
+                if t == F.GTID_EVENT:
+                    if group_open and group_in_window and group_at[0] != ev.file:
+                        raise FlashbackError(self._cut(gtid, tx_where, group_at, events, next_file=ev.file))
+                    close_tx()
+                    g = parse_gtid(ev.body, ev.server_id)
+                    gtid = Gtid(g.domain, g.server_id, g.seq_no)
+                    _widen(self.gtid_range, g.domain, g.seq_no, g.seq_no)
+                    tx_where = f"{ev.file}:{ev.pos} ({_utc(ev.timestamp)} UTC)"
+                    for want, which in ((sel.start_gtid, "start_gtid"), (sel.stop_gtid, "stop_gtid")):
+                        if want is None or (want.domain, want.seq) != (g.domain, g.seq_no):
+                            continue
+                        if want != gtid:  # seq_no is unique in a domain: that GTID is not in this binlog
+                            raise FlashbackError(f"{fld(which)}: GTID {want} is not in the binlogs: at that sequence "
+                                                 f"number they hold "
+                                                 f"{gtid} ({tx_where}); give the GTID with its server_id")
+                        self.gtids_found.add(gtid)
+                    tx_selected = sel.wants_gtid(gtid) and (
+                        not timed or sel.wants_time(datetime.fromtimestamp(ev.timestamp, timezone.utc)))
+                    began = True
+                    group_open = not g.flags & F.FL_STANDALONE
+                    group_at = (ev.file, ev.pos)
+                    group_before_start = start_at is not None and Position(ev.file, ev.pos) < start_at
+                    group_in_window = tx_selected and (not positioned or wants_position(ev.file, ev.pos))
+                    if group_in_window:
+                        self.window_transactions += 1
+                    if self._first_event is None:
+                        self._first_event = (ev.file, ev.timestamp)
+                    self._last_event = (ev.file, ev.timestamp)
                     continue
-                self.ddl.append((f"{ev.file}:{ev.pos} ({_utc(ev.timestamp)} UTC)", q.statement, touched))
-                continue
-            if t == F.FORMAT_DESCRIPTION_EVENT:
-                fde = parse_format_description(ev.body)
-                rows_post = fde.post_header_len(F.WRITE_ROWS_EVENT_V1)
-                tm_post = fde.post_header_len(F.TABLE_MAP_EVENT) or 8
-                mariadb = fde.is_mariadb  # MariaDB and MySQL count optional-metadata columns differently
-                plans.clear()
-                continue
+                if t == F.XID_EVENT or t == F.XA_PREPARE_LOG_EVENT:
+                    group_end(ev)
+                    continue
+                if t == F.QUERY_EVENT:
+                    q = parse_query(ev.body)
+                    what = classify(q.statement)
+                    if what == "transaction":
+                        head = q.statement.lstrip()[:11].upper()
+                        if head.startswith(("COMMIT", "ROLLBACK", "XA COMMIT", "XA ROLLBACK")):
+                            group_end(ev)
+                        elif head.startswith("BEGIN") and gtid is None:  # a binlog without GTID events
+                            tx_where = f"{ev.file}:{ev.pos} ({_utc(ev.timestamp)} UTC)"
+                            tx_selected = not timed or sel.wants_time(datetime.fromtimestamp(ev.timestamp, timezone.utc))
+                            began = group_open = True
+                            group_at = (ev.file, ev.pos)
+                            group_before_start = start_at is not None and Position(ev.file, ev.pos) < start_at
+                            group_in_window = tx_selected and (not positioned or wants_position(ev.file, ev.pos))
+                        continue
+                    if not tx_selected or (positioned and not wants_position(ev.file, ev.pos)):
+                        continue
+                    touched = touched_tables(q.statement, q.schema or None)
+                    if what == "dml":
+                        if any(sel.wants_table(s or "", tb) for s, tb in touched) or not touched:
+                            raise FlashbackError(f"{ev.file}:{ev.pos}: a statement-based row change ({q.statement[:160]!r}): "
+                                                 "the binlog is not in ROW format here; flashback needs binlog_format=ROW")
+                        continue
+                    self.ddl.append((f"{ev.file}:{ev.pos} ({_utc(ev.timestamp)} UTC)", q.statement, touched))
+                    continue
+                if t == F.FORMAT_DESCRIPTION_EVENT:
+                    fde = parse_format_description(ev.body)
+                    rows_post = fde.post_header_len(F.WRITE_ROWS_EVENT_V1)
+                    tm_post = fde.post_header_len(F.TABLE_MAP_EVENT) or 8
+                    mariadb = fde.is_mariadb  # MariaDB and MySQL count optional-metadata columns differently
+                    plans.clear()
+                    continue
+        except UserError:
+            raise
+        except DamagedBinlog as exc:
+            raise FlashbackError(f"cannot read the binlogs: {exc}; nothing was written") from None
+        except (BinlogError, struct.error, IndexError, KeyError, ValueError, OverflowError, MemoryError) as exc:
+            where = f"{ev.file}:{ev.pos}: " if ev is not None else ""
+            what = F.EVENT_NAMES.get(ev.type, f"type {ev.type}") if ev is not None else "first"
+            detail = str(exc) if isinstance(exc, BinlogError) else f"{type(exc).__name__}: {exc}"
+            raise FlashbackError(f"{where}the {what} event cannot be decoded ({detail}): the binlog is damaged, or "
+                                 "was not written by a server this reader knows; nothing was written") from None
+        if group_open and group_in_window:
+            if stop_at is not None and getattr(events, "stopped", False):
+                raise FlashbackError(f"{fld('stop_position')} {stop_at} falls inside transaction {gtid or '-'} (it "
+                                     f"begins at {tx_where}): its inverse would be partial. End the window at a "
+                                     f"transaction boundary: {group_at[0]}:{group_at[1]} (before it) or after its "
+                                     "COMMIT")
+            raise FlashbackError(self._cut(gtid, tx_where, group_at, events))
         close_tx()
+        cut = getattr(events, "cut_at", None)
+        if cut is not None:
+            self._cut_event(cut, getattr(events, "cut_event", None))
         summary.events += n_events
         if first:
             summary.first = f"{first[0]}:{first[1]} ({_utc(first[2])} UTC)"
             summary.last = f"{last[0]}:{last[1]} ({_utc(last[2])} UTC)"
+
+    def _cut_event(self, cut: tuple[str, int], event: tuple[int, int] | None) -> None:
+        """The binlogs end inside an event outside any transaction read: refused when a
+        transaction in the window may begin there, else a warning."""
+        sel = self.sel
+        etype, ts = event if event is not None else (None, None)
+        where = f"{cut[0]}:{cut[1]}"
+        outside = (
+            etype is not None and etype not in (F.GTID_EVENT, F.QUERY_EVENT)  # not the start of a transaction
+            or (sel.stop_position is not None and Position(*cut) >= sel.stop_position)
+            or (sel.stop_time is not None and ts is not None
+                and datetime.fromtimestamp(ts, timezone.utc) >= sel.stop_time)
+            or (sel.stop_gtid is not None and sel.stop_gtid in self.gtids_found))
+        if outside:
+            self.warnings.append(f"{cut[0]} ends inside an event at position {cut[1]} (a file still being written, "
+                                 f"or cut there): nothing after {where} was read; the window ends before it")
+            self.log(f"warning: {self.warnings[-1]}")
+            return
+        what = (f"a {F.EVENT_NAMES.get(etype, etype)} event of {_utc(ts)} UTC" if etype is not None
+                else "an event whose header is cut too")
+        raise FlashbackError(f"the binlogs read end inside {what} at {where} (a file cut, or copied while being "
+                             "written): a transaction that may belong to the window begins there and none of it "
+                             "can be read, so nothing was written. Add the binlog that holds it whole, or end the "
+                             f"window before it ({fld('stop_position')} {where})")
+
+    @staticmethod
+    def _cut(gtid, tx_where: str, group_at: tuple[str, int], events, next_file: str | None = None) -> str:
+        """The refusal of a transaction whose end is not in the binlogs read."""
+        cut = getattr(events, "cut_at", None)
+        if next_file is not None:
+            how = (f"{group_at[0]} ends inside it and {next_file} begins a new one: the server stopped while writing "
+                   "it (a crash: it was never committed) or the file is cut")
+        elif cut is not None:
+            how = f"{cut[0]} is cut inside an event at position {cut[1]} (copied while being written, or damaged)"
+        else:
+            how = "the binlogs read end before its COMMIT (a file cut, or copied while being written)"
+        return (f"the binlogs read end inside transaction {gtid or '-'} (it begins at {tx_where}): {how}. Its "
+                f"inverse would be partial, so nothing was written: add the binlog that completes it, or end the "
+                f"window before it ({fld('stop_position')} {group_at[0]}:{group_at[1]})")
+
+    def _start_cut(self, ev, gtid, tx_where: str) -> str:
+        start = self.sel.start_position
+        if gtid is None:  # reading began inside a transaction
+            return (f"{fld('start_position')} {start} falls inside a transaction (the rows event at {ev.file}:{ev.pos} "
+                    "comes before any transaction start): its row changes before the start would be left out of "
+                    "its inverse. Start the window at a transaction boundary (the position of a GTID event)")
+        return (f"{fld('start_position')} {start} falls inside transaction {gtid} (it begins at {tx_where}; a "
+                f"row change of it is at {ev.file}:{ev.pos}): its row changes before the start would be left out of "
+                f"its inverse. Start the window at a transaction boundary: {tx_where.split(' ')[0]} (with it) or "
+                "after its COMMIT")
 
     # -- one run in two processes -------------------------------------------------------------
     def state(self) -> dict:
@@ -305,6 +422,7 @@ class Flashback:
         return {"rows": s.rows, "transactions": s.transactions, "events": s.events, "first": s.first,
                 "last": s.last, "per_table": {k: dict(v) for k, v in s.per_table.items()},
                 "tables_seen": self.tables_seen, "tables_in_window": self.tables_in_window,
+                "databases_seen": self.databases_seen, "warnings": self.warnings,
                 "tables_with_rows": self.tables_with_rows, "ddl": self.ddl,
                 "window_transactions": self.window_transactions, "gtids_found": self.gtids_found,
                 "gtid_range": self.gtid_range, "first_event": self._first_event, "last_event": self._last_event}
@@ -319,6 +437,10 @@ class Flashback:
             for name, counts in r["per_table"].items():
                 s.per_table.setdefault(name, Counter()).update(counts)
             self.tables_seen |= r["tables_seen"]
+            self.databases_seen |= r["databases_seen"]
+            for warning in r["warnings"]:
+                self.warnings.append(warning)
+                self.log(f"warning: {warning}")
             self.tables_in_window |= r["tables_in_window"]
             self.tables_with_rows |= r["tables_with_rows"]
             self.ddl += r["ddl"]
@@ -360,6 +482,11 @@ class Flashback:
             held = capped(sorted(as_typed(d, t) for d, t in self.tables_in_window))
             raise FlashbackError(f"{fld('tables')}: {capped(missing)} not found in the binlog window (the window "
                                  f"holds row changes of: {held}): check the names and the window")
+        missing = sorted(as_typed(d) for d in sel.databases if d not in self.databases_seen)
+        if missing:
+            held = capped(sorted({as_typed(d) for d, _ in self.tables_in_window}))
+            raise FlashbackError(f"{fld('databases')}: {capped(missing)} not found in the binlog window (the window "
+                                 f"holds row changes of the databases: {held}): check the names and the window")
         first, last = self._first_event, self._last_event
         if last and sel.start_time and datetime.fromtimestamp(last[1], timezone.utc) < sel.start_time:
             raise FlashbackError(f"{fld('start_datetime')}: the window starts at {sel.start_time:%Y-%m-%d %H:%M:%S} "
@@ -387,8 +514,12 @@ class Flashback:
             s.covered = (f"{self._first_event[0]} ({_utc(self._first_event[1])} UTC) .. "
                          f"{self._last_event[0]} ({_utc(self._last_event[1])} UTC)")
         tmp = f"{path}.tmp"
-        with open(tmp, "wb") as out:
-            out.write(s.header().encode("utf-8"))
+        with open(tmp, "w+b") as out:  # read back for the checksum
+            # the header's last line carries the sha256 of everything after it: written as zeros
+            # first, then, once the body is on disk, overwritten in place (same length)
+            s.body_sha256 = ""
+            head = s.header().encode("utf-8")
+            out.write(head)
             out.write(SESSION.encode())
             if parts is None:
                 self.spool.write_reversed(out)
@@ -403,6 +534,11 @@ class Flashback:
                                 raise OSError(f"copy_file_range stopped with {left} bytes of {part} left")
                             left -= n
             out.flush()
+            s.body_sha256 = _sha256_from(out.fileno(), len(head))
+            final = s.header().encode("utf-8")
+            if len(final) != len(head):  # pragma: no cover - the digest has a fixed length
+                raise RuntimeError("the header changed length when its checksum was filled in")
+            os.pwrite(out.fileno(), final, 0)
             os.fsync(out.fileno())
         os.replace(tmp, path)
         s.seconds = time.monotonic() - self._t0
@@ -411,6 +547,17 @@ class Flashback:
 
     def close(self) -> None:
         self.spool.close()
+
+
+def _sha256_from(fd: int, offset: int) -> str:
+    """sha256 of a file's bytes from ``offset`` to its end (read back from the page cache)."""
+    h = hashlib.sha256()
+    while True:
+        data = os.pread(fd, 8 << 20, offset)
+        if not data:
+            return h.hexdigest()
+        h.update(data)
+        offset += len(data)
 
 
 def _widen(ranges: dict[int, list[int]], domain: int, lo: int, hi: int) -> None:
