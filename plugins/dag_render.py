@@ -18,6 +18,9 @@ from operators.backup import (CatalogBackupOperator, ChooseSourceOperator, Colle
                               BackupOperator, RebuildCatalogOperator, ReserveSpaceOperator,
                               VerifyBackupOperator)
 from operators.cmdb_health import CmdbHealthOperator
+from operators.expire import ExpireBackupsOperator
+from operators.archive import ArchiveFailureCallback, BinlogSuperviseOperator
+from mysqlbackup.archive import archive_enabled
 
 DAG_PREFIX = "mysql_backup__"
 HEALTH_DAG_ID = "mysql_backup_cmdb_health"
@@ -87,7 +90,7 @@ def backup_dag(inst: Instance, cmdb: Cmdb) -> DAG:
            f"primary allowed: {pol.allow_primary}. Storage: `{inst.storage.ssh_conn_id}:{inst.storage.base_dir}`. "
            f"Schedule: {when}.")
     schedule = _timetable(pol.full_schedule, pol.incremental_schedule) if pol.backup_enabled else None
-    with DAG(dag_id=DAG_PREFIX + inst.name, schedule=schedule, params=_backup_params(),
+    with DAG(dag_id=DAG_PREFIX + inst.name, schedule=schedule,
              max_active_runs=1, default_args=default_args, **_dag_defaults(),
              tags=["mysql-backup", f"app:{inst.app}"[:100], f"owner:{inst.owner}"[:100], *inst.tags],
              doc_md=doc, dagrun_timeout=timedelta(hours=24)) as dag:
@@ -100,7 +103,12 @@ def backup_dag(inst: Instance, cmdb: Cmdb) -> DAG:
         backup = BackupOperator(task_id="backup", **long)
         verify = VerifyBackupOperator(task_id="verify_backup", **long)
         record = CatalogBackupOperator(task_id="catalog_backup", **common)
-        chain(facts, source, reserve, backup, verify, record)
+        expire = ExpireBackupsOperator(task_id="expire_backups", **common)
+        chain(facts, source, reserve, backup, verify, record, expire)
+    # the trigger form's params go on the DAG once its tasks exist: every operator built inside a
+    # DAG deep-copies the DAG's params into its own (measured: 2 ms of the 2.8 ms per instance at
+    # parse time); at run time Airflow merges the DAG's params with the task's and the conf anyway
+    dag.params = _backup_params()
     return dag
 
 
@@ -153,6 +161,25 @@ def verify_stored_dag(cmdb: Cmdb) -> DAG:
                                  window_days=cmdb.stored_verify_window_days,
                                  max_mib_per_s=cmdb.stored_verify_max_mib_per_s, pool=cmdb.pool_name(conn_id),
                                  execution_timeout=timedelta(hours=12), doc_md=f"`{conn_id}:{base_dir}`")
+    return dag
+
+
+BINLOG_DAG_PREFIX = "mysql_binlog__"
+
+
+def binlog_dag(inst: Instance, cmdb: Cmdb) -> DAG:
+    """The supervisor of the instance's continuous binlog archive: one short task per run (every minute by
+    default); the streamer it looks after runs detached on the storage host."""
+    pol = inst.policy.binlog_archive
+    callback = ArchiveFailureCallback(inst.name, inst.owner, inst.app, inst.alerts)
+    with DAG(dag_id=BINLOG_DAG_PREFIX + inst.name, schedule=_timetable(pol.schedule), max_active_runs=1,
+             default_args={"owner": inst.owner, "retries": 0, "on_failure_callback": callback}, **_dag_defaults(),
+             tags=["mysql-backup", "binlog", f"app:{inst.app}"[:100], f"owner:{inst.owner}"[:100]],
+             doc_md=f"Binlog archive of **{inst.name}** ({inst.host}:{inst.port}) to "
+                    f"`{inst.storage.ssh_conn_id}:{inst.storage.base_dir}/{inst.name}/binlog`; lease "
+                    f"{pol.lease_minutes} min, lag alert over {pol.lag_alert_seconds} s.",
+             dagrun_timeout=timedelta(minutes=10)) as dag:
+        BinlogSuperviseOperator(task_id="supervise_archive", instance=inst, execution_timeout=timedelta(minutes=5))
     return dag
 
 
@@ -258,4 +285,6 @@ def _render(cmdb: Cmdb, only_dag_id: str | None) -> dict[str, DAG]:
         dag_id = DAG_PREFIX + inst.name
         if only_dag_id is None or only_dag_id == dag_id:
             dags[dag_id] = backup_dag(inst, cmdb)
+        if archive_enabled(inst) and (only_dag_id is None or only_dag_id == BINLOG_DAG_PREFIX + inst.name):
+            dags[BINLOG_DAG_PREFIX + inst.name] = binlog_dag(inst, cmdb)
     return dags

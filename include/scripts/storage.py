@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Storage-host verbs: space, receive, verify, check, commit, list, discard.
+"""Storage-host verbs: space, receive, verify, check, commit, list, discard, expire.
 
 Runs ON the storage host (over SSH). Stdlib only, Python 3.7+. Layout:
 ``<base>/<instance>/<label>/backup.xbstream[.gz|.zst]``, ``SHA256SUMS`` and, written last by
@@ -536,6 +536,41 @@ def cmd_discard(args) -> dict:
     return {"removed": True, "path": labeldir}
 
 
+def cmd_expire(args) -> dict:
+    """Delete a backup retention planned to expire: the manifest first (from then on the backup does
+    not exist), the rest after. A run killed halfway leaves a directory without a manifest that the
+    next expire run (or discard) removes."""
+    labeldir = hostkit.check_path(args.dir)
+    label = os.path.basename(labeldir.rstrip("/"))
+    if not LABEL_RE.match(label):
+        raise ScriptError(USAGE, "%s is not a backup label directory (<base>/<instance>/<label>)" % labeldir)
+    if args.label != label:
+        raise ScriptError(USAGE, "--label %s does not name the directory %s" % (args.label, labeldir))
+    if not os.path.lexists(labeldir):
+        log("%s does not exist: already expired", labeldir)
+        return {"removed": False, "path": labeldir}
+    if not os.path.isdir(labeldir) or os.path.islink(labeldir):
+        raise ScriptError(PRECONDITION, "%s is not a directory" % labeldir)
+    size = 0
+    for root, _dirs, files in os.walk(labeldir):
+        for fn in files:
+            try:
+                size += os.lstat(os.path.join(root, fn)).st_size
+            except OSError:
+                pass
+    manifest = os.path.join(labeldir, MANIFEST)
+    if os.path.exists(manifest):
+        os.unlink(manifest)
+        hostkit.fsync_dir(labeldir)
+    shutil.rmtree(labeldir)
+    try:
+        hostkit.fsync_dir(os.path.dirname(labeldir))
+    except OSError:
+        pass
+    log("expired %s (%s freed)", labeldir, hostkit.human_bytes(size))
+    return {"removed": True, "path": labeldir, "freed_bytes": size}
+
+
 # ---------------------------------------------------------------------------------------------
 # command line
 
@@ -620,6 +655,14 @@ def build_parser() -> hostkit.ArgumentParser:
     ls.add_argument("--dir", required=True, metavar="BASE", help="base backup directory (absolute)")
     ls.add_argument("--instance", metavar="NAME", help="only this instance")
     ls.set_defaults(func=cmd_list)
+
+    e = sub.add_parser("expire", help="delete a backup that retention planned to expire",
+                       description="Delete LABELDIR, a committed backup: manifest.json first (then the backup "
+                                   "no longer exists), then the rest. --label must repeat the directory's label. "
+                                   "Only the expire task runs this, for labels its retention plan names.")
+    e.add_argument("--dir", required=True, metavar="LABELDIR", help="label directory (absolute)")
+    e.add_argument("--label", required=True, metavar="LABEL", help="the label being expired (a second check)")
+    e.set_defaults(func=cmd_expire)
 
     d = sub.add_parser("discard", help="remove a label directory that has no manifest",
                        description="Remove LABELDIR when it holds no manifest.json (exit 3 if it does: a "

@@ -728,6 +728,16 @@ class Catalog:
 
         self._tx(work)
 
+    def expire_backup(self, instance: str, label: str, why: str) -> None:
+        """Mark a backup expired (retention removes it next; its label is never reused)."""
+        t = backups_table
+
+        def work(conn: Connection) -> None:
+            conn.execute(t.update().where(and_(t.c.instance == instance, t.c.label == label))
+                         .values(status="expired", error=f"expired: {why}"[:_ERROR_LIMIT], updated_at=_now()))
+
+        self._tx(work)
+
     def statuses(self, instance: str) -> dict[str, str]:
         """label -> status of every backup row of an instance."""
         t = backups_table

@@ -91,6 +91,12 @@ class Policy:
     # incrementals after its full, then the next run takes a full
     incremental_schedule: str | None = None
     max_chain_length: int = 6
+    # retention (mysqlbackup.expire): keep a recovery window of retention_days and/or the newest
+    # retention_full_chains chains; expire: apply (delete what the plan names), dry_run (log the
+    # plan only) or off; keep_forever: labels kept whatever the rules say
+    retention_full_chains: int | None = None
+    expire: str = "apply"
+    keep_forever: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -525,6 +531,21 @@ def _check_archive_lease(policy: dict[str, Any], add: Callable[[str, str], None]
             "runs; make the lease longer than that wait (two or three runs' worth)")
 
 
+def _check_keep_forever(value: Any) -> str | None:
+    from mysqlbackup.labels import is_label
+    if isinstance(value, list) and all(is_label(v) for v in value):
+        return None
+    return (f"invalid keep_forever {_show(value)}: expected a list of backup labels like "
+            "[20261124-020000F, 20261124-020000F_20261125-020000I]")
+
+
+def _check_retention(policy: dict[str, Any], add: Callable[[str, str], None]) -> None:
+    """A retention that keeps nothing cannot work: one of the two rules must be set."""
+    if policy.get("retention_days") is None and policy.get("retention_full_chains") is None:
+        add("policy.retention_days", "retention_days and retention_full_chains are both null: a retention that "
+                                     "keeps nothing; set a recovery window in days, a number of chains, or both")
+
+
 def _duration(what: str) -> Check:
     def check(value: Any) -> str | None:
         if duration_seconds(value) is not None:
@@ -542,7 +563,10 @@ _POLICY_SPEC: Spec = {
     "full_schedule": _check_schedule,
     "incremental_schedule": _schedule("incremental_schedule"),
     "max_chain_length": _int_range("max_chain_length", 1, 1000),
-    "retention_days": _int_range("retention_days", 1),
+    "retention_days": _optional(_int_range("retention_days", 1)),
+    "retention_full_chains": _optional(_int_range("retention_full_chains", 1, 10000)),
+    "expire": _enum("expire", ("apply", "dry_run", "off")),
+    "keep_forever": _check_keep_forever,
     "compress": _enum("compress", COMPRESSIONS),
     "parallel": _int_range("parallel", 1, 64),
     "allow_primary": _enum("allow_primary", ALLOW_PRIMARY),
@@ -652,7 +676,8 @@ def _policy(values: dict[str, Any], enabled: bool) -> Policy:
     archive = values["binlog_archive"]
     values = {**values, "binlog_archive": BinlogArchivePolicy(
         **{**archive, "lag_alert_seconds": duration_seconds(archive["lag_alert_seconds"])})}
-    return Policy(**{**values, "reserve": ReservePolicy(float(reserve["percent"]), reserve["path"])},
+    return Policy(**{**values, "reserve": ReservePolicy(float(reserve["percent"]), reserve["path"]),
+                     "keep_forever": tuple(values.get("keep_forever") or ())},
                   backup_enabled=enabled)
 
 
@@ -801,6 +826,7 @@ def _check_row(n: int, raw: Any, base_policy: dict[str, Any], base_storage: dict
     if v.get("policy"):
         r.policy = _merge(base_policy, v["policy"])
     _check_archive_lease(r.policy or base_policy, r.add)
+    _check_retention(r.policy or base_policy, r.add)
     r.storage = {**base_storage, **v.get("storage", {})}
     for key in _STORAGE_SPEC:
         if key not in r.storage and not r.has_error(f"storage.{key}", "storage"):

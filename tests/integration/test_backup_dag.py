@@ -463,3 +463,57 @@ def test_a_failed_link_starts_a_new_chain_and_an_incremental_without_a_parent_is
     state, tasks = env.run()
     assert state == "success", tasks
     assert env.catalog().last_usable("sandbox")["kind"] == "full"
+
+
+def test_retention_expires_old_chains_and_the_kept_ones_still_restore(env, tmp_path):
+    env.write_cmdb(incremental_schedule="0 * * * *", retention_full_chains=1, retention_days=None)
+    for conf in ({"kind": "full"}, {"kind": "incremental"}):
+        state, tasks = env.run(conf=conf)
+        assert state == "success", tasks
+    old = sorted(r["label"] for r in env.catalog().backups(instance="sandbox", status="usable"))
+    _mutate(env.sb.source, 3)
+    env.sb.sync_replica()
+    # a dry run plans and deletes nothing
+    env.write_cmdb(incremental_schedule="0 * * * *", retention_full_chains=1, retention_days=None, expire="dry_run")
+    state, tasks = env.run(conf={"kind": "full"})
+    assert state == "success", tasks
+    assert all((env.storage() / label / "manifest.json").is_file() for label in old)
+    env.write_cmdb(incremental_schedule="0 * * * *", retention_full_chains=1, retention_days=None)
+    state, tasks = env.run(conf={"kind": "full"})
+    assert state == "success", tasks
+    status = env.catalog().statuses("sandbox")
+    assert [status[label] for label in old] == ["expired", "expired"]
+    assert not any((env.storage() / label).exists() for label in old)
+    [kept] = env.catalog().backups(instance="sandbox", status="usable")  # the newest chain: one full
+    expected = dataset.checksums(env.sb.source)
+    server, proc = dataset.restore(Path(kept["storage_path"]), kept["artifact"], tmp_path)
+    try:
+        assert dataset.checksums(server) == expected
+    finally:
+        dataset.cleanup(server, proc, tmp_path)
+    # the dry run's full was a chain of its own: expired with the old one, as the plan said
+    assert sum(1 for s in status.values() if s == "expired") == 3
+
+
+def test_retention_refuses_to_delete_when_the_catalog_and_storage_disagree(env):
+    env.write_cmdb(retention_full_chains=1, retention_days=None)
+    state, tasks = env.run()
+    assert state == "success", tasks
+    [first] = env.catalog().backups(instance="sandbox", status="usable")
+
+    def break_storage(stop):
+        # as soon as the next backup is committed, the first one loses its manifest: the expiry that
+        # follows finds storage and catalog disagree
+        while not stop.is_set():
+            if [p for p in env.storage().glob("*/manifest.json") if p.parent.name != first["label"]]:
+                (Path(first["storage_path"]) / "manifest.json").unlink()
+                return
+            time.sleep(0.005)
+
+    state, tasks = run_watching(env, break_storage)
+    assert state == "failed" and tasks["expire_backups"] == "failed", tasks
+    assert (Path(first["storage_path"]) / first["artifact"]).is_file()  # nothing was deleted
+    assert env.catalog().statuses("sandbox")[first["label"]] == "damaged"
+    events = [(a["event"], a["task_id"]) for a in env.webhook_alerts()]
+    assert ("DAMAGED", "expire_backups") in events and ("FAILED", "expire_backups") in events, events
+    assert "the catalog and storage disagreed" in env.webhook_alerts()[-1]["error"]

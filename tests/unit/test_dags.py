@@ -49,7 +49,8 @@ def test_backup_dag_shape(monkeypatch, tmp_path):
     assert bag.import_errors == {}
     dag = bag.dags["mysql_backup__shop_main"]
     assert [t.task_id for t in dag.topological_sort()] == [
-        "collect_facts", "choose_source", "reserve_space", "backup", "verify_backup", "catalog_backup"]
+        "collect_facts", "choose_source", "reserve_space", "backup", "verify_backup", "catalog_backup",
+        "expire_backups"]
     assert dag.max_active_runs == 1
     assert {"mysql-backup", "app:shop", "owner:dba@example.internal"} <= set(dag.tags)
     assert dag.timetable.summary == "30 1 * * *"
