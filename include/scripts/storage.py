@@ -571,6 +571,36 @@ def cmd_expire(args) -> dict:
     return {"removed": True, "path": labeldir, "freed_bytes": size}
 
 
+BINLOG_NAME_RE = re.compile(r"^[A-Za-z0-9_.+-]+\.[0-9]{6,}$")
+
+
+def cmd_expire_binlog(args) -> dict:
+    """Delete archived binlog files retention no longer needs (closed or incomplete ones only: the
+    file being written, NAME.open, is never touched), with their sidecars."""
+    idir = hostkit.check_path(args.dir)
+    if os.path.basename(os.path.dirname(idir.rstrip("/"))) != "binlog":
+        raise ScriptError(USAGE, "%s is not an archive identity directory (<base>/<instance>/binlog/<identity>)"
+                          % idir)
+    removed, freed = [], 0
+    for name in args.file:
+        if not BINLOG_NAME_RE.match(name):
+            raise ScriptError(USAGE, "--file %r is not a binlog file name (like binlog.000012)" % name)
+    for name in args.file:
+        for path in (os.path.join(idir, name), os.path.join(idir, name + ".incomplete")):
+            if os.path.isfile(path) and not os.path.islink(path):
+                freed += os.path.getsize(path)
+                os.unlink(path)
+                removed.append(os.path.basename(path))
+        for side in (name + ".json",):
+            try:
+                os.unlink(os.path.join(idir, ".meta", side))
+            except FileNotFoundError:
+                pass
+    hostkit.fsync_dir(idir)
+    log("expired %d archived binlog file(s) in %s (%s freed)", len(removed), idir, hostkit.human_bytes(freed))
+    return {"removed": removed, "freed_bytes": freed}
+
+
 # ---------------------------------------------------------------------------------------------
 # command line
 
@@ -663,6 +693,15 @@ def build_parser() -> hostkit.ArgumentParser:
     e.add_argument("--dir", required=True, metavar="LABELDIR", help="label directory (absolute)")
     e.add_argument("--label", required=True, metavar="LABEL", help="the label being expired (a second check)")
     e.set_defaults(func=cmd_expire)
+
+    eb = sub.add_parser("expire-binlog", help="delete archived binlog files that retention no longer needs",
+                        description="Delete the closed (or incomplete) archived binlog files NAME of DIR, an "
+                                    "archive identity directory <base>/<instance>/binlog/<identity>, and their "
+                                    "sidecars. The open file (NAME.open) is never touched. Only the expire task "
+                                    "runs this, for the files its plan names.")
+    eb.add_argument("--dir", required=True, metavar="DIR", help="the identity directory (absolute)")
+    eb.add_argument("--file", action="append", required=True, metavar="NAME", help="a file to delete (repeated)")
+    eb.set_defaults(func=cmd_expire_binlog)
 
     d = sub.add_parser("discard", help="remove a label directory that has no manifest",
                        description="Remove LABELDIR when it holds no manifest.json (exit 3 if it does: a "

@@ -771,7 +771,7 @@ class Catalog:
                             archive_dir: str) -> list[tuple[str, str, str]]:
         """Upsert archived files as the storage host reported them; returns (identity, name, state) of what
         changed. A closed file never goes back to open (a late report of an older scan)."""
-        rank = {"open": 0, "incomplete": 1, "closed": 2, "damaged": 2}
+        rank = {"open": 0, "incomplete": 1, "closed": 2, "damaged": 2, "expired": 3}
         suffix = {"open": ".open", "incomplete": ".incomplete"}
         changed: list[tuple[str, str, str]] = []
         now = _now()
@@ -810,12 +810,26 @@ class Catalog:
         self._tx(work)
         return changed
 
-    def binlog_files(self, instance: str) -> list[dict[str, Any]]:
-        """Every archived file of an instance (datetimes as ISO 'Z' strings), by identity and file number."""
+    def binlog_files(self, instance: str, include_expired: bool = False) -> list[dict[str, Any]]:
+        """Every archived file of an instance (datetimes as ISO 'Z' strings), by identity and file number;
+        files retention deleted (state ``expired``) only when asked for."""
         t = binlog_files_table
+        query = select(t).where(t.c.instance == instance)
+        if not include_expired:
+            query = query.where(t.c.state != "expired")
         with self.engine.connect() as conn:
-            rows = [_plain(r) for r in conn.execute(select(t).where(t.c.instance == instance)).mappings()]
+            rows = [_plain(r) for r in conn.execute(query).mappings()]
         return sorted(rows, key=lambda r: (r["server_identity"], _binlog_number(r["name"]), r["name"]))
+
+    def expire_binlog_file(self, instance: str, identity: str, name: str) -> None:
+        """Mark an archived file deleted by retention (the row stays: what was archived, and when)."""
+        t = binlog_files_table
+
+        def work(conn: Connection) -> None:
+            conn.execute(t.update().where(and_(t.c.instance == instance, t.c.server_identity == identity,
+                                               t.c.name == name)).values(state="expired", updated_at=_now()))
+
+        self._tx(work)
 
     def record_gaps(self, instance: str, gaps: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         """Record the gaps found now (by ``gap_key``); a gap no longer found is marked resolved (its

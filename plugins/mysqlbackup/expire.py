@@ -125,3 +125,31 @@ def plan_expiry(rows: Iterable[Mapping[str, Any]], now: datetime, retention_days
     expire = {r["label"]: f"{r['status']}, not needed by any kept backup" for r in backups if r["label"] not in keep}
     kept_usable = [label for label in sorted(keep) if by_label[label]["status"] == "usable"]
     return ExpirePlan(keep=keep, expire=expire, binlog_horizon=kept_usable[0] if kept_usable else None)
+
+
+def plan_binlog_expiry(files: Iterable[Mapping[str, Any]], horizon_gtid: str | None) -> list[dict]:
+    """The archived binlog files that the oldest kept backup no longer needs.
+
+    ``files``: the catalog's ``binlog_files`` rows of the instance; ``horizon_gtid``: the GTID state
+    of the oldest kept usable backup (``ExpirePlan.binlog_horizon``'s manifest ``gtid``). A file
+    may go when it is closed (or incomplete) and every transaction in it is at or before that state
+    in its domain: a roll-forward from the oldest kept backup starts after it. The file being
+    written, damaged files (evidence) and files whose end state is unknown are kept, and so is
+    everything when the horizon has no GTID (nothing can be proved unneeded).
+    """
+    from mysqlbackup.archive import parse_gtid_state
+    horizon = parse_gtid_state(horizon_gtid) if horizon_gtid else None
+    if not horizon:
+        return []
+    out = []
+    for f in files:
+        if f.get("state") not in ("closed", "incomplete"):
+            continue
+        end = parse_gtid_state(f.get("end_gtid_state"))
+        start = parse_gtid_state(f.get("start_gtid_state")) or {}
+        if not end:
+            continue
+        if all(d in horizon and seq <= horizon[d][1] for d, (_s, seq) in end.items()) and \
+                all(d in horizon and seq <= horizon[d][1] for d, (_s, seq) in start.items()):
+            out.append(dict(f))
+    return out

@@ -14,7 +14,7 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from mysqlbackup.expire import plan_expiry
+from mysqlbackup.expire import plan_binlog_expiry, plan_expiry
 from mysqlbackup.text import capped
 from operators.backup import HostScriptOperator, raise_for
 
@@ -69,4 +69,38 @@ class ExpireBackupsOperator(HostScriptOperator):
             result["freed_bytes"] += int(step.result.get("freed_bytes") or 0)
             self.log.info("expired %s (%s)", label, plan.expire.get(label, "an earlier expiry finished"))
         self.log.info("retention of %s: %d kept, %d expired", inst.name, len(plan.keep), len(result["expired"]))
+        result["binlogs"] = self._expire_binlogs(plan.binlog_horizon and by_label[plan.binlog_horizon])
         return result
+
+    def _expire_binlogs(self, horizon: dict | None) -> dict:
+        """Delete the archived binlogs the oldest kept backup no longer needs (all of it kept without
+        a kept backup, or when that backup has no GTID)."""
+        inst = self.instance
+        files = self.catalog.binlog_files(inst.name)
+        if not files:
+            return {"expired": [], "freed_bytes": 0}
+        gtid = (horizon or {}).get("gtid")
+        drop = plan_binlog_expiry(files, gtid)
+        self.log.info("binlog archive of %s: %d file(s), the oldest kept backup %s is at GTID %s: %d file(s) no "
+                      "longer needed", inst.name, len(files), (horizon or {}).get("label"), gtid, len(drop))
+        by_dir: dict[str, list[dict]] = {}
+        for f in drop:
+            by_dir.setdefault(str(f["storage_path"]).rsplit("/", 1)[0], []).append(f)
+        expired, freed = [], 0
+        archive = f"{inst.storage.base_dir.rstrip('/')}/{inst.name}/binlog/"
+        for idir, group in sorted(by_dir.items()):
+            if not idir.startswith(archive):
+                self.log.warning("not expiring %s: not under the instance's archive %s", idir, archive)
+                continue
+            for f in group:  # recorded first: a stale report can never bring an expired file back
+                self.catalog.expire_binlog_file(inst.name, f["server_identity"], f["name"])
+            args = ["expire-binlog", "--dir", idir]
+            for f in group:
+                args += ["--file", f["name"]]
+            step = self.run_steps([(inst.storage.ssh_conn_id, self.storage_script(*args))], timeout=3600)[0]
+            raise_for(step, f"expiring archived binlogs in {idir}")
+            expired += [f"{f['server_identity']}/{f['name']}" for f in group]
+            freed += int(step.result.get("freed_bytes") or 0)
+        if expired:
+            self.log.info("expired %d archived binlog file(s): %s", len(expired), capped(expired))
+        return {"expired": expired, "freed_bytes": freed}

@@ -544,3 +544,64 @@ def test_a_network_cut_and_a_half_open_connection_are_resumed_without_a_gap(arch
     finally:
         env.stop_streamers()
         proxy.stop()
+
+
+@pytest.mark.parametrize("archive_env", ["fresh_sandbox"], indirect=True)
+def test_retention_expires_old_backups_and_the_binlogs_only_they_needed_and_the_rest_still_restores(archive_env,
+                                                                                                     tmp_path):
+    """Real backups and the real archive: the kept backup still restores and rolls forward without a gap."""
+    import dataset
+    from airflow.dag_processing.dagbag import BundleDagBag
+    env, sb = archive_env, archive_env.sb
+    src = sb.source
+    doc = sb.cmdb(full_schedule=None, retention_days=None, retention_full_chains=1,
+                  binlog_archive={"lease_minutes": 3, "lag_alert_seconds": 600})
+    doc["defaults"]["storage"]["base_dir"] = str(env.base)
+    env.cmdb_file.write_text(yaml.safe_dump(doc))
+
+    def backup():
+        sb.sync_replica()
+        bag = BundleDagBag(dag_folder=str(DAGS), bundle_path=str(DAGS), bundle_name="dags-folder")
+        dr = bag.dags["mysql_backup__sandbox"].test(run_conf={"kind": "full"})
+        assert dr.state == "success", {ti.task_id: ti.state for ti in dr.get_task_instances()}
+        with env.catalog() as cat:
+            return cat.last_usable("sandbox")
+
+    env.run()
+    for i in range(3):  # three closed files before the first backup
+        write(src, 20, f"a{i}")
+        src.sql("FLUSH BINARY LOGS")
+    first = backup()
+    write(src, 20, "between")
+    src.sql("FLUSH BINARY LOGS")
+    env.wait_caught_up(src)
+    env.run()
+    with env.catalog() as cat:
+        before = {f["name"]: f for f in cat.binlog_files("sandbox")}
+    second = backup()  # retention_full_chains=1: the first backup expires, and the binlogs only it needed
+    expected = src.sql("CHECKSUM TABLE arch.t EXTENDED")[0][1]
+    with env.catalog() as cat:
+        assert cat.statuses("sandbox")[first["label"]] == "expired"
+        after = {f["name"]: f for f in cat.binlog_files("sandbox")}
+        gone = {f["name"] for f in cat.binlog_files("sandbox", include_expired=True) if f["state"] == "expired"}
+    assert not (env.base / "sandbox" / first["label"]).exists()
+    idir = env.identity_dir(src)
+    assert gone and all(not (idir / name).exists() for name in gone)
+    assert set(before) - set(after) == gone
+    # every file kept is needed after the kept backup's GTID, or is the one being written
+    from mysqlbackup.archive import parse_gtid_state
+    horizon = parse_gtid_state(second["gtid"])
+    for name, f in after.items():
+        end = parse_gtid_state(f["end_gtid_state"]) or {}
+        assert f["state"] == "open" or any(seq > horizon.get(d, (0, 0))[1] for d, (_s, seq) in end.items()), (name, f)
+    # the archive still rolls forward from the kept backup: no gap, no PITR block
+    write(src, 5, "after")
+    env.wait_caught_up(src)
+    _, state = env.run()
+    assert state["gaps"] == [] and second["label"] not in state["pitr_blocked"], state
+    # and the kept backup restores
+    server, proc = dataset.restore(Path(second["storage_path"]), second["artifact"], tmp_path)
+    try:
+        assert server.sql("CHECKSUM TABLE arch.t EXTENDED")[0][1] == expected
+    finally:
+        dataset.cleanup(server, proc, tmp_path)

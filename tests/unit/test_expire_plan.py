@@ -94,3 +94,20 @@ def test_a_damaged_backup_inside_the_window_is_kept_as_evidence_but_anchors_noth
     assert plan.keep[label(20)].startswith("the newest backup before the 7-day window")
     old = [row(label(30), "damaged"), row(label(20)), row(label(1))]
     assert label(30) in plan_expiry(old, NOW, retention_days=7).expire
+
+
+def test_binlogs_expire_only_when_the_oldest_kept_backup_no_longer_needs_them():
+    from mysqlbackup.expire import plan_binlog_expiry
+
+    def f(name, start, end, state="closed"):
+        return {"name": name, "server_identity": "1-ab", "state": state, "start_gtid_state": start,
+                "end_gtid_state": end}
+    files = [f("binlog.000001", "", "0-1-50"), f("binlog.000002", "0-1-50", "0-1-100"),
+             f("binlog.000003", "0-1-100", "0-1-150"), f("binlog.000004", "0-1-150", "0-1-151", "open"),
+             f("binlog.000005", "0-1-10", "0-1-20", "damaged"), f("binlog.000006", "0-1-1", None),
+             f("binlog.000007", "0-1-1", "0-1-20,1-2-5")]
+    names = [x["name"] for x in plan_binlog_expiry(files, "0-1-100")]
+    assert names == ["binlog.000001", "binlog.000002"]  # .000003 holds 101..150, needed after the backup
+    assert plan_binlog_expiry(files, None) == [] and plan_binlog_expiry(files, "") == []
+    assert [x["name"] for x in plan_binlog_expiry(files, "0-1-100,1-2-9")] == ["binlog.000001", "binlog.000002",
+                                                                               "binlog.000007"]
