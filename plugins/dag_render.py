@@ -95,20 +95,23 @@ def backup_dag(inst: Instance, cmdb: Cmdb) -> DAG:
              tags=["mysql-backup", f"app:{inst.app}"[:100], f"owner:{inst.owner}"[:100], *inst.tags],
              doc_md=doc, dagrun_timeout=timedelta(hours=24)) as dag:
         # a hung mariabackup, prepare or ssh must not hold a storage pool slot for a day
-        common = {"instance": inst, "replicas": replicas, "execution_timeout": timedelta(hours=1)}
+        common = {"instance": inst, "replicas": replicas, "execution_timeout": timedelta(hours=1)}  # for_instance
         long = dict(common, execution_timeout=timedelta(hours=12), pool=pool)
-        facts = CollectFactsOperator(task_id="collect_facts", **common)
-        source = ChooseSourceOperator(task_id="choose_source", **common)
-        reserve = ReserveSpaceOperator(task_id="reserve_space", **common)
-        backup = BackupOperator(task_id="backup", **long)
-        verify = VerifyBackupOperator(task_id="verify_backup", **long)
-        record = CatalogBackupOperator(task_id="catalog_backup", **common)
-        expire = ExpireBackupsOperator(task_id="expire_backups", **common)
+        facts = CollectFactsOperator.for_instance(task_id="collect_facts", **common)
+        source = ChooseSourceOperator.for_instance(task_id="choose_source", **common)
+        reserve = ReserveSpaceOperator.for_instance(task_id="reserve_space", **common)
+        backup = BackupOperator.for_instance(task_id="backup", **long)
+        verify = VerifyBackupOperator.for_instance(task_id="verify_backup", **long)
+        record = CatalogBackupOperator.for_instance(task_id="catalog_backup", **common)
+        expire = ExpireBackupsOperator.for_instance(task_id="expire_backups", **common)
         chain(facts, source, reserve, backup, verify, record, expire)
     # the trigger form's params go on the DAG once its tasks exist: every operator built inside a
     # DAG deep-copies the DAG's params into its own (measured: 2 ms of the 2.8 ms per instance at
     # parse time); at run time Airflow merges the DAG's params with the task's and the conf anyway
-    dag.params = _backup_params()
+    # set without the DAG's validator: it runs jsonschema on the defaults of every scheduled DAG
+    # (about 0.3 ms each); the one default ("auto") is valid by construction (tests/unit/test_dags.py)
+    from airflow.sdk.definitions.param import ParamsDict
+    object.__setattr__(dag, "params", ParamsDict(_backup_params()))
     return dag
 
 
@@ -179,7 +182,7 @@ def binlog_dag(inst: Instance, cmdb: Cmdb) -> DAG:
                     f"`{inst.storage.ssh_conn_id}:{inst.storage.base_dir}/{inst.name}/binlog`; lease "
                     f"{pol.lease_minutes} min, lag alert over {pol.lag_alert_seconds} s.",
              dagrun_timeout=timedelta(minutes=10)) as dag:
-        BinlogSuperviseOperator(task_id="supervise_archive", instance=inst, execution_timeout=timedelta(minutes=5))
+        BinlogSuperviseOperator.for_instance(inst, task_id="supervise_archive", execution_timeout=timedelta(minutes=5))
     return dag
 
 
@@ -235,8 +238,14 @@ def flashback_params(cmdb: Cmdb) -> dict:
                        description="Apply the script after writing it. Off (the default): only write it for review."),
         "apply_conn_id": _opt(P.CONN_ID, 250, "Required when apply is on: the Airflow connection of a user allowed to "
                                              "change the selected tables."),
-        "binlog_conn_id": _opt(P.CONN_ID, 250, "The Airflow connection used to read the binlog (needs REPLICATION "
-                                              "SLAVE). Empty: the instance's mysql_conn_id."),
+        "binlog_conn_id": _opt(P.CONN_ID, 250, "The Airflow connection used to read the binlog from the live server "
+                                              "(needs REPLICATION SLAVE; also asked which columns are generated). "
+                                              "Empty: the instance's mysql_conn_id."),
+        "binlog_source": Param("auto", type="string", enum=list(P.BINLOG_SOURCES),
+                               values_display=P.BINLOG_SOURCE_LABELS,
+                               description="Where to read the binlog. auto: the live server while it still holds "
+                                           "the whole window, else the instance's binlog archive (the log says "
+                                           "which and why). A window the archive does not hold whole is refused."),
     }
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Storage-host verbs of the continuous binlog archive: supervise, stream, stop, scan.
+"""Storage-host verbs of the continuous binlog archive: supervise, stream, stop, scan, fetch.
 
 Runs ON the storage host (over SSH). Stdlib only, Python 3.7+. One detached ``stream`` process
 per instance keeps ``mariadb-binlog --read-from-remote-server --raw --stop-never`` running as
@@ -1247,6 +1247,80 @@ def cmd_scan(args) -> dict:
     return {"scan": summary(os.path.basename(path), "-", "scanned", s), "sha256": s.get("sha256")}
 
 
+def cmd_fetch(args) -> dict:
+    """Stream one archived file to stdout: a closed (or incomplete) file whole, checked against the sha256
+    and size the caller's catalog recorded; the open file as far as its last complete event. The file must
+    be DIR/<identity>/<name>[.open|.incomplete], also once symlinks are resolved."""
+    bdir = hostkit.check_path(args.dir)
+    ident, _, name = args.file.partition("/")
+    if not IDENTITY_RE.match(ident) or not NAME_RE.match(name) or file_number(name) is None:
+        raise ScriptError(USAGE, "--file must be <server identity>/<binlog file name> (like 1-263fea19a224/"
+                          "binlog.000042), got %r" % args.file[:200])
+    if args.sha256 is not None and not re.match(r"^[0-9a-f]{64}$", args.sha256):
+        raise ScriptError(USAGE, "--sha256 must be 64 hex digits")
+    idir = os.path.join(bdir, ident)
+    real_dir = os.path.realpath(bdir)
+
+    def inside(path: str) -> str:
+        real = os.path.realpath(path)
+        if not real.startswith(real_dir.rstrip("/") + "/"):
+            raise ScriptError(PRECONDITION, "%s resolves to %s, outside the archive %s: not served" % (path, real, bdir))
+        return path
+
+    served = args.state
+    path = inside(path_of(idir, name, args.state))
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        closed = inside(path_of(idir, name, "closed"))
+        if args.state != "open" or not os.path.isfile(closed):
+            raise ScriptError(PRECONDITION, "%s is not in the archive (expired, or moved?)" % path) from None
+        log("%s was closed since the catalog saw it open: serving the closed file", name)
+        path, served = closed, "closed"
+        f = open(path, "rb")
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        scan = None
+        if served == "open":
+            # the streamer only appends, or truncates to a complete event: this prefix stays valid
+            prev = read_json(os.path.join(idir, META_DIR, name + ".open.json"))
+            if prev and (prev.get("end", 0) > size or prev.get("fde") is None):
+                prev = None
+            fd_path = "/proc/self/fd/%d" % f.fileno()
+            scan = scan_binlog(fd_path if os.path.exists(fd_path) else path, prev=prev)
+            limit = scan["end"] if scan["fde"] is not None else 0
+            if scan["problem"] and not scan["problem"].startswith("partial"):
+                raise ScriptError(PRECONDITION, "%s: %s (at byte %d of %d)" % (path, scan["problem"], scan["end"], size))
+        else:
+            limit = size
+            if args.size is not None and size != args.size:
+                raise ScriptError(PRECONDITION, "%s is %d bytes, the catalog recorded %d: the archived file changed; "
+                                  "not served" % (path, size, args.size))
+        h = hashlib.sha256()
+        out = sys.stdout.buffer
+        done = 0
+        while done < limit:
+            chunk = f.read(min(READ_CHUNK, limit - done))
+            if not chunk:
+                raise ScriptError(PRECONDITION, "%s ended at byte %d while being read (%d expected)" % (path, done, limit))
+            h.update(chunk)
+            out.write(chunk)
+            done += len(chunk)
+        out.flush()
+    digest = h.hexdigest()
+    result = {"file": args.file, "path": path, "state": served, "size": done, "sha256": digest,
+              "bytes_on_disk": size}
+    if scan is not None:
+        result.update(last_event_at=scan["last_ts"], last_gtid=scan["last_gtid"],
+                      end_gtid_state=gtid_text(scan["state"]) if scan["state"] else None)
+    if served != "open" and args.sha256 is not None and digest != args.sha256:
+        raise ScriptError(PRECONDITION, "%s has sha256 %s, the catalog recorded %s: the archived file changed or is "
+                          "damaged; do not use what was sent" % (path, digest, args.sha256), **result)
+    log("sent %s (%s, %s%s)", path, served, hostkit.human_bytes(done),
+        ", to its last complete event" if served == "open" else ", sha256 checked" if args.sha256 else "")
+    return result
+
+
 # ---------------------------------------------------------------------------------------------
 # command line
 
@@ -1320,6 +1394,22 @@ def build_parser() -> hostkit.ArgumentParser:
                                     "damaged event ends the walk and is reported as 'problem'.")
     sc.add_argument("--file", required=True, help="the binlog file (absolute path)")
     sc.set_defaults(func=cmd_scan)
+
+    fe = sub.add_parser("fetch", help="send one archived file to stdout (for a flashback or a replay)",
+                        description="Write DIR/<identity>/<name> to stdout: a closed or incomplete file whole, "
+                                    "checked against --sha256 and --size (what the catalog recorded; a mismatch "
+                                    "fails after the bytes were sent: the caller must discard them); the open file "
+                                    "(--state open: <name>.open) as far as its last complete, CRC-checked event (a "
+                                    "file closed meanwhile is sent whole). The path must stay inside DIR once "
+                                    "symlinks are resolved. RESULT: size and sha256 of what was sent.")
+    fe.add_argument("--dir", required=True, metavar="DIR", help="the instance's archive: <base>/<instance>/binlog")
+    fe.add_argument("--file", required=True, metavar="IDENTITY/NAME",
+                    help="the archived file: its server identity directory and its name (binlog.000042)")
+    fe.add_argument("--state", choices=("closed", "open", "incomplete"), default="closed",
+                    help="the file's state in the catalog (default closed)")
+    fe.add_argument("--sha256", metavar="HEX", help="the sha256 the catalog recorded (closed, incomplete)")
+    fe.add_argument("--size", type=int, metavar="BYTES", help="the size the catalog recorded (closed, incomplete)")
+    fe.set_defaults(func=cmd_fetch)
     return p
 
 

@@ -18,6 +18,7 @@ roll-forward reaches]``.
 """
 from __future__ import annotations
 
+import posixpath
 import re
 import zlib
 from dataclasses import dataclass, field
@@ -533,3 +534,209 @@ def lag_over(lag_seconds: float | None, threshold: int, caught_up: bool) -> bool
     """Whether a measured lag is an incident (an unmeasurable lag is not: the server being unreachable
     fails the run instead)."""
     return not caught_up and lag_seconds is not None and lag_seconds > threshold
+
+
+# ---------------------------------------------------------------------------------------------- a flashback's window in the archive
+
+IDENTITY_NAME = re.compile(r"^[0-9]+-[0-9a-f]{1,40}$")    # <server_id>-<hex of the uid>, as the host script names it
+BINLOG_NAME = re.compile(r"^[A-Za-z0-9_.-]+\.[0-9]{6,}$")  # binlog.000042
+SUFFIXES = {"open": ".open", "incomplete": ".incomplete"}
+READABLE = ("closed", "open", "incomplete")  # the states of an archived file that is there to be read
+_FAR = datetime(9999, 1, 1, tzinfo=timezone.utc)
+
+
+def archived_until(state: dict | None) -> datetime | None:
+    """How far an instance's archive is known complete, from its ``binlog_archive_state`` row: the server's
+    clock at the supervisor's last measurement when the archive held everything the server had written
+    then, else the last archived event (None: no measurement yet)."""
+    if not state:
+        return None
+    if state.get("caught_up") and state.get("measured_at"):
+        return to_datetime(state["measured_at"])
+    return to_datetime(state.get("last_event_at"))
+
+
+def archived_path(f: ArchivedFile, archive_dir: str) -> str:
+    """Where ``f`` lives on the storage host: ``<archive_dir>/<identity>/<name>[.open|.incomplete]``.
+
+    The catalog's ``storage_path`` is not trusted as given: the identity and the name must be what the
+    host script writes (no ``/``, no ``..``), and the path the catalog recorded must be exactly that one,
+    under the instance's archive directory. ValueError otherwise."""
+    base = posixpath.normpath(str(archive_dir or ""))
+    if not base.startswith("/") or base == "/" or ".." in str(archive_dir).split("/"):
+        raise ValueError(f"the archive directory {archive_dir!r} is not an absolute path")
+    if not IDENTITY_NAME.match(str(f.identity or "")):
+        raise ValueError(f"the catalog names a server identity {str(f.identity)[:80]!r} that is not one the archive "
+                         "writes (<server_id>-<hex>)")
+    if not BINLOG_NAME.match(str(f.name or "")):
+        raise ValueError(f"the catalog names a binlog file {str(f.name)[:80]!r} that is not a binlog file name")
+    path = f"{base}/{f.identity}/{f.name}{SUFFIXES.get(f.state, '')}"
+    if f.storage_path is not None and posixpath.normpath(str(f.storage_path)) != path:
+        raise ValueError(f"the catalog's storage path of {f.where}, {str(f.storage_path)[:200]!r}, is not its place "
+                         f"in the instance's archive directory ({path}): not fetched")
+    return path
+
+
+def describe_archive(files: Sequence[ArchivedFile], limit: int = 4) -> str:
+    """What an archive holds, per server identity: first and last file, event times and GTID states."""
+    chains: dict[str, list[ArchivedFile]] = {}
+    for f in files:
+        if f.state in READABLE:
+            chains.setdefault(f.identity, []).append(f)
+    if not chains:
+        return "no archived file"
+    parts = []
+    for ident, chain in sorted(chains.items())[:limit]:
+        chain.sort(key=lambda f: (f.number, f.name))
+        a, b = chain[0], chain[-1]
+        gtids = ""
+        if a.start_state is not None and b.end_state is not None:
+            after = f" after {format_gtid_state(a.start_state)}" if a.start_state else ""
+            gtids = f", GTIDs{after} up to {format_gtid_state(b.end_state) or 'none'}"
+        parts.append(f"server {ident}: {a.name} (from {iso(a.first_event_at) or '?'}) .. {b.name} ({b.state}, last "
+                     f"event {iso(b.last_event_at) or '?'}){gtids}")
+    more = f" and {len(chains) - limit} more server(s)" if len(chains) > limit else ""
+    return "; ".join(parts) + more
+
+
+@dataclass
+class WindowCoverage:
+    """The archived files of one server identity that a flashback (or replay) of a window reads, in order.
+
+    ``uncovered``: ``(fields, text)`` per part of the window those files do not hold, ``fields`` being the
+    window's fields it concerns, as the ``mysql_flashback`` DAG names them (``start_datetime``,
+    ``stop_gtid`` ...). ``open_end``: no stop was given, so the window runs to ``end``, the end of the
+    archive (how far it is known complete, or its last archived event)."""
+
+    identity: str | None
+    files: list[ArchivedFile]
+    uncovered: list[tuple[tuple[str, ...], str]]
+    open_end: bool = False
+    end: datetime | None = None
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.files) and not self.uncovered
+
+
+def _field_of(text: str, start_field: str | None, stop_field: str | None) -> tuple[str, ...]:
+    """Which end of the window an ``uncovered`` text of ``covering_files`` is about."""
+    if text.startswith("the chain breaks"):
+        return tuple(x for x in (start_field, stop_field) if x)
+    if ("after the last archived event" in text or ": after " in text or text.endswith(": not archived")
+            or text.endswith("not archived yet")):
+        return (stop_field or start_field,) if (stop_field or start_field) else ()
+    return (start_field or stop_field,) if (start_field or stop_field) else ()
+
+
+def window_coverage(files: Sequence[ArchivedFile], *, start: datetime | None = None, stop: datetime | None = None,
+                    start_gtid: str | None = None, stop_gtid: str | None = None,
+                    start_position: tuple[str, int] | None = None, stop_position: tuple[str, int] | None = None,
+                    identity: str | None = None, archived_until: datetime | None = None) -> WindowCoverage:
+    """``covering_files`` for a whole flashback window, whose start and stop may be of different kinds (a
+    time start and a GTID stop), several at once, or no stop at all.
+
+    - The files are those of one server identity (``identity``, else the one ``covering_files`` picks for
+      the window's start), a contiguous run of its chain; every start and every stop given must be held.
+    - A time window's start in a quiet moment between two files (after the last event of one, before
+      the first of the next) is held when the next file continues the one before (the GTID state it
+      begins with is the one that file ended with): no transaction was purged in between. That file
+      holds nothing of the window and is not read.
+    - No stop: the window runs to the end of the archive, ``archived_until`` (how far it is known
+      complete: the supervisor's last measurement) or the last archived event, whichever is later. The
+      caller says so; a flashback then reads the files to their end (an open file as far as its last
+      complete event).
+    """
+    start, stop, archived_until = to_datetime(start), to_datetime(stop), to_datetime(archived_until)
+    if start is None and start_gtid is None and start_position is None:
+        raise ValueError("give the start of the window: start, start_gtid or start_position")
+    open_end = stop is None and stop_gtid is None and stop_position is None
+    # a damaged file is not read; one retention expired (state expired) is no longer on storage
+    usable = [f for f in files if f.state in READABLE]
+    if identity is not None:
+        usable = [f for f in usable if f.identity == identity]
+    first_field = ("start_position" if start_position else "start_gtid" if start_gtid else "start_datetime")
+    if not usable:
+        where = f"no archived file of server {identity}" if identity else "no archived file"
+        return WindowCoverage(identity, [], [((first_field,), f"{where} holds it: the archive is empty")], open_end)
+    # the identity: the one that holds the start best
+    if start_position is not None:
+        probe = covering_files(usable, start_position=start_position, stop_position=stop_position, identity=identity)
+    elif start_gtid is not None:
+        probe = covering_files(usable, start_gtid=start_gtid, stop_gtid=stop_gtid, identity=identity)
+    else:
+        probe = covering_files(usable, start=start, stop=stop, identity=identity, archived_until=archived_until)
+    ident = identity or probe.identity
+    if ident is None:
+        return WindowCoverage(None, [], [(_field_of(t, first_field, None), t) for t in probe.uncovered], open_end)
+    chain = sorted((f for f in usable if f.identity == ident), key=lambda f: (f.number, f.name))
+    last_event = max((f.last_event_at for f in chain if f.last_event_at), default=None)
+    end = max((t for t in (archived_until, last_event) if t), default=None) if open_end else None
+
+    calls: list[tuple[dict, str | None, str | None]] = []  # (covering_files arguments, start field, stop field)
+    if start_position is not None:
+        calls.append(({"start_position": start_position, "stop_position": stop_position}, "start_position",
+                      "stop_position" if stop_position else None))
+    if start_gtid is not None:
+        calls.append(({"start_gtid": start_gtid, "stop_gtid": stop_gtid}, "start_gtid",
+                      "stop_gtid" if stop_gtid else None))
+    lead: ArchivedFile | None = None  # read only to show that the archive continues into the window
+    if start is not None:
+        start_eff = start
+        inside = any(f.first_event_at is not None and f.first_event_at <= start
+                     and (f.last_event_at is None or start <= f.last_event_at) for f in chain)
+        before = [f for f in chain if f.last_event_at is not None and f.last_event_at < start]
+        if before and not inside:  # a quiet moment between two files: show they continue each other
+            lead = before[-1]
+            start_eff = lead.last_event_at
+        if stop is not None:
+            kw = {"stop": stop, "archived_until": archived_until}
+        elif open_end:
+            kw = {"stop": (end + _SECOND) if end else None, "archived_until": end}
+        else:  # the window ends at a GTID or a position: checked below, not by time
+            kw = {"stop": None, "archived_until": _FAR}
+        calls.append(({"start": start_eff, **kw}, "start_datetime", "stop_datetime" if stop else None))
+    if stop_position is not None and start_position is None:
+        calls.append(({"start_position": (stop_position[0], 4), "stop_position": stop_position}, None, "stop_position"))
+    if stop_gtid is not None and start_gtid is None:
+        calls.append(({"start_gtid": stop_gtid, "stop_gtid": stop_gtid}, None, "stop_gtid"))
+    if stop is not None and start is None:
+        calls.append(({"start": stop - _SECOND, "stop": stop, "archived_until": archived_until}, None, "stop_datetime"))
+
+    uncovered: list[tuple[tuple[str, ...], str]] = []
+    chosen: dict[tuple[int, str], ArchivedFile] = {}
+    needed: set[tuple[int, str]] = set()  # chosen by a call other than the time start's
+    tail = chain[-1]
+    for kw, start_field, stop_field in calls:
+        cov = covering_files(chain, identity=ident, **kw)
+        for f in cov.files:
+            chosen[(f.number, f.name)] = f
+            if start_field != "start_datetime":
+                needed.add((f.number, f.name))
+        if start_field is None:  # a probe of a stop whose kind the window does not start with
+            if not cov.files:
+                cov.uncovered = [{
+                    "stop_gtid": f"{stop_gtid}: after the last archived transaction "
+                                 f"({format_gtid_state(tail.end_state) or 'none'}, {tail.name})",
+                    "stop_datetime": f"{iso(stop)}: after the last archived event ({iso(last_event)}, {tail.name})",
+                    "stop_position": f"{stop_position[0] if stop_position else ''}: not archived"}[stop_field]]
+            else:  # its own start is the probe's, not the window's (checked by the window's start)
+                cov.uncovered = [t for t in cov.uncovered if "before" not in t]
+        for text in cov.uncovered:
+            item = (_field_of(text, start_field, stop_field), text)
+            if item not in uncovered:
+                uncovered.append(item)
+    if not chosen:
+        return WindowCoverage(ident, [], uncovered or [((first_field,), "no archived file holds it")], open_end, end)
+    lo, hi = min(chosen), max(chosen)
+    run = [f for f in chain if lo <= (f.number, f.name) <= hi]
+    stop_field = ("stop_position" if stop_position else "stop_gtid" if stop_gtid else
+                  "stop_datetime" if stop else None)
+    seen = {text for _, text in uncovered}
+    for b in _breaks(run):
+        text = f"the chain breaks {b}"
+        if text not in seen:
+            uncovered.append((tuple(x for x in (first_field, stop_field) if x), text))
+    if lead is not None and run and run[0] is lead and (lead.number, lead.name) not in needed and len(run) > 1:
+        run = run[1:]  # it holds nothing of the window: it only showed that the next file continues it
+    return WindowCoverage(ident, run, uncovered, open_end, end)

@@ -35,3 +35,12 @@ def hint_for(message: str) -> str:
     for pattern, hint in HINTS.items():
         message = message.replace(f"does not match {pattern!r}", f"does not match the expected form: {hint}")
     return message
+
+
+# where mysql_flashback reads the binlog (param binlog_source)
+BINLOG_SOURCES = ("auto", "live", "archive")
+BINLOG_SOURCE_LABELS = {
+    "auto": "auto: the live server while it holds the whole window, else the binlog archive",
+    "live": "live: the server's own binlogs (refused when it purged part of the window)",
+    "archive": "archive: the instance's continuous binlog archive on its storage host",
+}

@@ -517,3 +517,21 @@ def test_retention_refuses_to_delete_when_the_catalog_and_storage_disagree(env):
     events = [(a["event"], a["task_id"]) for a in env.webhook_alerts()]
     assert ("DAMAGED", "expire_backups") in events and ("FAILED", "expire_backups") in events, events
     assert "the catalog and storage disagreed" in env.webhook_alerts()[-1]["error"]
+
+
+def test_an_expiry_killed_halfway_is_finished_by_the_next_run(env):
+    env.write_cmdb(retention_full_chains=1, retention_days=None)
+    for _ in range(2):
+        state, tasks = env.run()
+        assert state == "success", tasks
+    first, second = sorted(env.catalog().backups(instance="sandbox"), key=lambda r: r["label"])
+    assert (first["status"], second["status"]) == ("expired", "usable")
+    # what a kill leaves: the second backup marked expired, its directory still there (manifest gone,
+    # or not yet)
+    env.catalog().expire_backup("sandbox", second["label"], "the plan said so (killed before the delete)")
+    (Path(second["storage_path"]) / "manifest.json").unlink()
+    state, tasks = env.run()
+    assert state == "success", tasks
+    assert not Path(second["storage_path"]).exists()
+    alerts = [a for a in env.webhook_alerts() if a["event"] != "FAILED"]
+    assert alerts == []  # an expired backup without its manifest is no incident

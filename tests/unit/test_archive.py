@@ -447,7 +447,7 @@ def test_lag_and_gap_alert_once_per_incident(tmp_path, monkeypatch):
                         sent.append((event, what)) or [])
     inst = load_cmdb(cmdb_doc(tmp_path, [{"name": "p", "role": "primary"}],
                               binlog_archive={"lag_alert_seconds": "1m"})).instances[0]
-    op = op_archive.BinlogSuperviseOperator(task_id="supervise_archive", instance=inst)
+    op = op_archive.BinlogSuperviseOperator.for_instance(inst, task_id="supervise_archive")
 
     def judge(lag, caught_up, files=()):
         with Catalog() as cat:

@@ -52,6 +52,8 @@ def test_backup_dag_shape(monkeypatch, tmp_path):
         "collect_facts", "choose_source", "reserve_space", "backup", "verify_backup", "catalog_backup",
         "expire_backups"]
     assert dag.max_active_runs == 1
+    # the trigger form: kind, whose default is valid (the DAG's own validator is skipped at parse time)
+    assert dag.params.validate() == {"kind": "auto"} and dag.get_task("backup").params.validate() == {}
     assert {"mysql-backup", "app:shop", "owner:dba@example.internal"} <= set(dag.tags)
     assert dag.timetable.summary == "30 1 * * *"
     assert dag.get_task("backup").pool == "mysql_backup_storage__store1"
@@ -141,3 +143,12 @@ def test_the_plugin_registers_the_trigger_guard():
     from airflow import plugins_manager
     _apps, middlewares = plugins_manager.get_fastapi_plugins()
     assert [m["name"] for m in middlewares] == ["mysql-backup trigger guard"]
+
+
+def test_an_incremental_schedule_runs_the_dag_at_both_times(monkeypatch, tmp_path):
+    cmdb = write_cmdb(tmp_path, [row("shop_main", policy={"full_schedule": "0 2 * * 0",
+                                                          "incremental_schedule": "0 2 * * 1-6"})])
+    dag = dagbag(monkeypatch, cmdb).dags["mysql_backup__shop_main"]
+    assert type(dag.timetable).__name__ == "MultipleCronTriggerTimetable"
+    assert dag.timetable.summary == "0 2 * * 0, 0 2 * * 1-6"
+    assert "incremental 0 2 * * 1-6 (chains of at most 6)" in dag.doc_md

@@ -3,6 +3,10 @@
   mysql-flashback generate [source] [window] [filters] --output FILE   write the inverse SQL
   mysql-flashback apply --file FILE [target]                           apply a reviewed file
 
+Sources: a live server (as a replication client), archived binlog files (--binlog-dir, --binlog),
+or an instance's continuous binlog archive (--archive <base_dir>/<instance>/binlog): the files
+that cover the window are picked, and a window the archive does not hold whole is refused.
+
 Credentials never go on the command line: give a MySQL option file (--defaults-file, its
 [client] section: user, password, host, port, socket) or set MYSQL_PWD in the environment.
 """
@@ -116,14 +120,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="write the inverse SQL of a window of the binlog",
-                       description="Read ROW-format binlog events (from archived files, or from a live server as "
-                                   "a replication client), invert the selected row changes and write a reviewable "
-                                   "SQL file: newest transaction first, statements reversed. --apply runs it too.")
-    src = g.add_argument_group("source (archived files, or a live server)")
+                       description="Read ROW-format binlog events (from archived files, from an instance's "
+                                   "binlog archive, or from a live server as a replication client), invert the "
+                                   "selected row changes and write a reviewable SQL file: newest transaction "
+                                   "first, statements reversed. --apply runs it too.")
+    src = g.add_argument_group("source (archived files, an instance's binlog archive, or a live server)")
+    src.add_argument("--archive", metavar="DIR",
+                       help="an instance's continuous binlog archive, <base_dir>/<instance>/binlog (on the storage "
+                            "host, or a copy): the archived files that cover the window are read, the open file as "
+                            "far as its last complete event; a window the archive does not hold whole (before it "
+                            "began, across a gap, after its last event) is refused, naming what is missing. "
+                            "Without a stop the window runs to the end of the archive. Not with --binlog-dir or "
+                            "--binlog")
     src.add_argument("--binlog-dir", metavar="DIR", help="directory of archived binlog files (no server needed)")
     src.add_argument("--binlog", action="append", metavar="FILE", help="one archived binlog file (repeatable)")
-    _conn_options(src, "", "the live server to read the binlog from (with --binlog-dir: the server asked which "
-                           "columns are generated, so they are left out of INSERT and SET)")
+    src.add_argument("--identity", metavar="SERVER_ID-UID",
+                     help="with --archive: read the files of this server identity (the archive's <server_id>-<uid> "
+                          "directory; default: the one that holds the window)")
+    _conn_options(src, "", "the live server to read the binlog from (with --archive, --binlog-dir or --binlog: the "
+                           "server asked which columns are generated, so they are left out of INSERT and SET)")
     src.add_argument("--server-id", type=int, help="replication server_id to use when reading a live server "
                      "(default: random, above 2^30)")
     win = g.add_argument_group("window (start inclusive, stop exclusive)")
@@ -197,6 +212,11 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    if args.archive and (args.binlog_dir or args.binlog):
+        raise SelectionError("--archive and --binlog-dir/--binlog are mutually exclusive: read either an instance's "
+                             "archive or the binlog files given")
+    if args.identity and not args.archive:
+        raise SelectionError("--identity picks a server identity of an archive: give --archive DIR too")
     sel = Selection.parse(databases=_csv(args.databases), tables=_csv(args.tables),
                           start_time=args.start_datetime, stop_time=args.stop_datetime,
                           start_position=args.start_position, stop_position=args.stop_position,

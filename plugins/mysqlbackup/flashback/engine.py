@@ -130,6 +130,9 @@ class Flashback:
         self.window_transactions = 0          # transactions inside the window, whatever their tables
         self.gtids_found: set[Gtid] = set()   # the window's start/stop GTIDs, when met
         self.gtid_range: dict[int, list[int]] = {}  # domain -> [lowest, highest] seq read
+        # the caller showed that the archived files hold the window's start (mysqlbackup.archive coverage):
+        # a first transaction read after the start is then no sign of missing files
+        self.start_checked = False
 
     # -- the loop ------------------------------------------------------------------------------
     def feed(self, events: Iterable) -> None:  # noqa: C901 - one hot loop, kept in one place on purpose
@@ -499,7 +502,7 @@ class Flashback:
                                  f"transaction in the binlogs read ({_utc(first[1])} UTC, {first[0]}): the window is "
                                  "outside these binlogs")
         if first and sel.start_time and datetime.fromtimestamp(first[1], timezone.utc) > sel.start_time \
-                and self.summary.source.startswith("archive"):
+                and self.summary.source.startswith("archive") and not self.start_checked:
             raise FlashbackError(f"{fld('start_datetime')}: the window starts at {sel.start_time:%Y-%m-%d %H:%M:%S} "
                                  "UTC but the binlogs read "
                                  f"start at {_utc(first[1])} UTC ({first[0]}): changes in between are not in these "
@@ -656,7 +659,7 @@ def _work(files: list[str], start, stop, selection: Selection, where: str, spool
 
 
 def _generate_parallel(files, selection, output_path, spool_dir, log, where, split, source,
-                       generated=None) -> Summary:
+                       generated=None, start_checked=False) -> Summary:
     """Two processes, each inverting half the range; the newer half's script comes first."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -673,6 +676,7 @@ def _generate_parallel(files, selection, output_path, spool_dir, log, where, spl
             newer = pool.submit(_work, files, split, stop, selection, where, spool_dir, parts[1], generated)
             a, b = older.result(), newer.result()
         fb = Flashback(selection, source, spool_dir, log, 1e9, where, generated)
+        fb.start_checked = start_checked
         try:
             fb.absorb(a, b)
             fb._t0 = t0
@@ -687,10 +691,15 @@ def _generate_parallel(files, selection, output_path, spool_dir, log, where, spl
 
 def generate_from_files(files: list[str], selection: Selection, output_path: str, spool_dir: str | None = None,
                         log: Callable[[str], None] | None = None, progress_seconds: float = 10.0,
-                        where: str = "row", jobs: int | None = None, generated: dict | None = None) -> Summary:
+                        where: str = "row", jobs: int | None = None, generated: dict | None = None,
+                        source: str | None = None, start_checked: bool = False) -> Summary:
     """Flashback from archived binlog files (no server needed).
 
-    ``jobs``: processes to use (default: 2 when there are 2 cores and enough data, else 1)."""
+    ``jobs``: processes to use (default: 2 when there are 2 cores and enough data, else 1). ``source``: what
+    the header's ``-- source:`` line says (default ``archive <directory of the files> (first .. last)``;
+    it must begin with ``archive``). A time window whose first transaction read comes after its start is
+    refused (earlier files may be missing) unless ``start_checked``: the caller showed that the files hold
+    the start (an archive's ``window_coverage``)."""
     from mysqlbackup.binlog.reader import iter_events
     if not files:
         raise FlashbackError("no binlog files given")
@@ -701,7 +710,10 @@ def generate_from_files(files: list[str], selection: Selection, output_path: str
         if pos is not None and pos.file not in names:
             raise FlashbackError(f"{fld(what + '_position')}: the {what} position {pos} is outside the binlogs "
                                  f"given ({names[0]} .. {names[-1]})")
-    source = f"archive {os.path.dirname(files[0]) or '.'} ({names[0]} .. {names[-1]})"
+    if source is None:
+        source = f"archive {os.path.dirname(files[0]) or '.'} ({names[0]} .. {names[-1]})"
+    elif not source.startswith("archive"):
+        raise ValueError("the source of archived files must be named 'archive ...'")
     if start:
         files = [f for f in files if os.path.basename(f) >= start[0]]
     if jobs is None:
@@ -711,8 +723,9 @@ def generate_from_files(files: list[str], selection: Selection, output_path: str
                              selection.stop_position.coords if selection.stop_position else None)
         if split is not None:
             return _generate_parallel(files, selection, output_path, spool_dir, log or (lambda _m: None), where,
-                                      split, source, generated)
+                                      split, source, generated, start_checked)
     fb = Flashback(selection, source, spool_dir, log, progress_seconds, where, generated)
+    fb.start_checked = start_checked
     try:
         fb.feed(iter_events(files))
         return fb.write(output_path)
@@ -780,6 +793,253 @@ def generate_from_live(connect_kwargs: dict, selection: Selection, output_path: 
         fb.close()
 
 
+@dataclass
+class LiveWindow:
+    """Whether a live server still holds a window: ``reachable``, ``holds`` and why (a field-marked text)."""
+
+    reachable: bool
+    holds: bool
+    reason: str
+    oldest: str | None = None
+
+
+def _first_event_time(connect_kwargs: dict, file: str, server_id: int | None = None) -> int | None:
+    """The timestamp of a binlog file's FORMAT_DESCRIPTION (when the server began writing it), read as a
+    replication client (the dump stops right after it)."""
+    import random
+
+    from mysqlbackup.binlog.live import LiveReader
+    reader = LiveReader(connect_kwargs.get("host", "127.0.0.1"), int(connect_kwargs.get("port", 3306)),
+                        connect_kwargs["user"], connect_kwargs.get("password", ""),
+                        server_id or random.randint(1 << 30, (1 << 31) - 1), file, 4, (file, 5),
+                        unix_socket=connect_kwargs.get("unix_socket"))
+    with reader:
+        for ev in reader:
+            if ev.type == F.FORMAT_DESCRIPTION_EVENT:
+                return ev.timestamp or None
+    return None
+
+
+def live_window(connect_kwargs: dict, selection: Selection, server_id: int | None = None) -> LiveWindow:
+    """Does the live server still hold the whole window, or did it purge binlogs the window needs?
+
+    The window's start is held when its file is among the server's binlogs (a position), when the oldest
+    binlog begins before that transaction (a GTID: ``BINLOG_GTID_POS(oldest, 4)``, its Gtid_list), or when
+    the oldest binlog was begun before that time (its FORMAT_DESCRIPTION's timestamp: an event with an
+    earlier or equal timestamp may be in a purged file). A stop position must be in the server's binlogs.
+    Never raises for a server that cannot be reached or asked: ``reachable``/``holds`` say so."""
+    import pymysql
+
+    from mysqlbackup.archive import parse_gtid_state
+    server = connect_kwargs.get("unix_socket") or f"{connect_kwargs.get('host')}:{connect_kwargs.get('port')}"
+    try:
+        conn = pymysql.connect(**connect_kwargs)
+    except pymysql.err.MySQLError as exc:
+        return LiveWindow(False, False, f"the server {server} cannot be reached: {exc}")
+    sel = selection
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT @@log_bin")
+            if not int(cur.fetchone()[0]):
+                return LiveWindow(True, False, f"the server {server} has no binlog (log_bin=OFF)")
+            cur.execute("SHOW BINARY LOGS")
+            files = [r[0] for r in cur.fetchall()]
+            gtid_list = None
+            if files and sel.start_gtid is not None:  # MariaDB: the Gtid_list the oldest binlog begins with
+                cur.execute("SELECT BINLOG_GTID_POS(%s, 4)", (files[0],))
+                gtid_list = cur.fetchone()[0]
+    except pymysql.err.MySQLError as exc:
+        return LiveWindow(True, False, f"the server {server} could not say which binlogs it has: {exc}")
+    finally:
+        conn.close()
+    if not files:
+        return LiveWindow(True, False, f"the server {server} lists no binlog")
+    oldest, newest = files[0], files[-1]
+    held = f"{oldest} .. {newest}"
+    ok: list[str] = []
+    bad: list[str] = []
+    if sel.start_position is not None:
+        if sel.start_position.file in files:
+            ok.append(f"it still has {sel.start_position.file} ({fld('start_position')})")
+        else:
+            bad.append(f"{fld('start_position')} {sel.start_position} is not in its binlogs ({held}): purged")
+    if sel.stop_position is not None and sel.stop_position.file not in files:
+        bad.append(f"{fld('stop_position')} {sel.stop_position} is not in its binlogs ({held})")
+    if sel.start_gtid is not None:
+        g = sel.start_gtid
+        state = parse_gtid_state(gtid_list)
+        if state is None:
+            bad.append(f"it could not say which GTIDs its oldest binlog {oldest} begins after ({gtid_list!r})")
+        else:
+            s, q = state.get(g.domain, (0, 0))
+            after = f"{g.domain}-{s}-{q}" if g.domain in state else f"nothing of domain {g.domain}"
+            if q < g.seq:
+                ok.append(f"its oldest binlog {oldest} begins after {after}, before {fld('start_gtid')} {g}")
+            else:
+                bad.append(f"its oldest binlog {oldest} begins after {after}: {fld('start_gtid')} {g} was purged "
+                           "from the server's binlogs")
+    if sel.start_time is not None:
+        try:
+            ts = _first_event_time(connect_kwargs, oldest)
+        except (pymysql.err.MySQLError, BinlogError, OSError) as exc:
+            ts, why = None, str(exc)
+        else:
+            why = "no FORMAT_DESCRIPTION event"
+        start = sel.start_time.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        if ts is None:
+            bad.append(f"when its oldest binlog {oldest} begins cannot be read ({why})")
+        elif datetime.fromtimestamp(ts, timezone.utc) < sel.start_time:
+            ok.append(f"its oldest binlog {oldest} was begun at {_utc(ts)} UTC, before {fld('start_datetime')} "
+                      f"{start} UTC")
+        else:
+            bad.append(f"its oldest binlog {oldest} was begun at {_utc(ts)} UTC, not before {fld('start_datetime')} "
+                       f"{start} UTC: the binlogs before it, which may hold changes of the window, were purged")
+    if bad:
+        return LiveWindow(True, False, f"the server {server} no longer holds the whole window: " + "; ".join(bad),
+                          oldest)
+    return LiveWindow(True, True, f"the server {server} holds the whole window: " + ("; ".join(ok) or "no start"),
+                      oldest)
+
+
+def window_args(selection: Selection) -> dict:
+    """The window of a selection as ``mysqlbackup.archive.window_coverage`` takes it."""
+    sel = selection
+    return {"start": sel.start_time, "stop": sel.stop_time,
+            "start_gtid": str(sel.start_gtid) if sel.start_gtid else None,
+            "stop_gtid": str(sel.stop_gtid) if sel.stop_gtid else None,
+            "start_position": sel.start_position.coords if sel.start_position else None,
+            "stop_position": sel.stop_position.coords if sel.stop_position else None}
+
+
+def archive_refusal(where: str, cov, files) -> FlashbackError:
+    """The refusal of a window the archive does not hold whole: every part not held, field-marked."""
+    from mysqlbackup.archive import describe_archive
+    items = [(" .. ".join(fld(x) for x in fields) + ": " if fields else "") + text for fields, text in cov.uncovered]
+    gone = {s: sum(1 for f in files if f.state == s) for s in ("expired", "damaged")}
+    notes = "".join(f"; {n} file(s) {s}" + (" by retention (no kept backup needs them)" if s == "expired" else
+                                            " (not read)") for s, n in gone.items() if n)
+    return FlashbackError(f"the binlog archive {where} does not hold the whole window, so nothing was read: "
+                          f"{capped(items)}. The archive holds {describe_archive(files)}{notes}")
+
+
+def archive_end_note(cov) -> str:
+    """What a window without a stop means when it is read from the archive."""
+    from mysqlbackup.archive import iso
+    last = cov.files[-1].name if cov.files else "?"
+    return (f"no stop given: the window runs to the end of the archive ({last}, known complete up to "
+            f"{iso(cov.end) or '?'}); changes the server wrote after that are not in this flashback")
+
+
+def read_archive_dir(directory: str) -> tuple[list, dict]:
+    """The files of an instance's archive directory (``<base>/<instance>/binlog``, or one identity's
+    directory in it) as ``ArchivedFile`` records, read-only: a closed file's sidecar when it is current,
+    else the file itself is walked (and hashed); an open file is walked to its last complete event.
+    Returns (records, {(identity, name): (path, complete bytes)})."""
+    from mysqlbackup.archive import ArchivedFile
+    H = _archive_script()
+    directory = os.path.abspath(directory)
+    if not os.path.isdir(directory):
+        raise FlashbackError(f"the archive directory {directory} does not exist")
+    idents = [(i, os.path.join(directory, i)) for i in H.identities(directory)]
+    if not idents and H.IDENTITY_RE.match(os.path.basename(directory)) and H.list_identity(directory):
+        idents = [(os.path.basename(directory), directory)]
+    records, where = [], {}
+    for ident, idir in idents:
+        meta = os.path.join(idir, H.META_DIR)
+        for name, state in sorted(H.list_identity(idir).items(), key=lambda kv: H.sort_key(kv[0])):
+            path = H.path_of(idir, name, state)
+            size = os.path.getsize(path)
+            if state == "open":
+                prev = H.read_json(os.path.join(meta, name + ".open.json"))
+                if prev and (prev.get("end", 0) > size or prev.get("fde") is None):
+                    prev = None
+                rec = H.summary(name, ident, "open", H.scan_binlog(path, prev=prev))
+            else:
+                side = H.read_json(os.path.join(meta, name + ".json"))
+                if side and side.get("bytes_on_disk") == size and side.get("state") in (state, "damaged") \
+                        and side.get("name") == name and side.get("identity") == ident:
+                    rec = side
+                else:
+                    scan = H.scan_binlog(path, sha=True)
+                    rec = H.summary(name, ident, state, scan)
+                    if state == "closed" and (scan["problem"] or scan["end"] != scan["size"]):
+                        rec["state"] = "damaged"
+            rec = dict(rec, storage_path=path)
+            records.append(ArchivedFile.from_row(rec))
+            where[(ident, name)] = (path, int(rec.get("size") or 0))
+    if not records:
+        raise FlashbackError(f"{directory} holds no archived binlog: expected an instance's archive directory "
+                             "(<base_dir>/<instance>/binlog, with one <server_id>-<uid>/ directory per server)")
+    return records, where
+
+
+def _archive_script():
+    """The storage host's ``binlog_archive.py``: the same walk and records as the supervisor's."""
+    import importlib.util
+    import sys
+
+    from mysqlbackup.remote import SCRIPTS_DIR
+    mod = sys.modules.get("binlog_archive")
+    if mod is None:
+        spec = importlib.util.spec_from_file_location("binlog_archive", SCRIPTS_DIR / "binlog_archive.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules["binlog_archive"] = mod
+        spec.loader.exec_module(mod)
+    return mod
+
+
+def generate_from_archive_dir(directory: str, selection: Selection, output_path: str, spool_dir: str | None = None,
+                              log: Callable[[str], None] | None = None, progress_seconds: float = 10.0,
+                              where: str = "row", identity: str | None = None, generated: dict | None = None,
+                              jobs: int | None = None) -> Summary:
+    """Flashback from an instance's archive directory: the files that cover the window (``covering_files``),
+    refused before reading any binlog when the archive does not hold the whole window."""
+    import shutil
+    import tempfile
+
+    from mysqlbackup.archive import window_coverage
+    log = log or (lambda _m: None)
+    if not any((selection.start_time, selection.start_position, selection.start_gtid)):
+        raise FlashbackError(f"give the start of the window ({fld('start_datetime')}, {fld('start_position')} or "
+                             f"{fld('start_gtid')}) to read an archive")
+    records, paths = read_archive_dir(directory)
+    known = sorted({f.identity for f in records})
+    if identity is not None and identity not in known:
+        raise FlashbackError(f"the archive {directory} has no files of server {identity} (it has: {capped(known)})")
+    cov = window_coverage(records, **window_args(selection), identity=identity)
+    if not cov.complete:
+        raise archive_refusal(directory, cov, records)
+    names = [f.name for f in cov.files]
+    log(f"archive {directory}: server {cov.identity}, {len(names)} file(s) cover the window: {names[0]} .. {names[-1]}")
+    if cov.open_end:
+        log(f"warning: {archive_end_note(cov)}; the archive directory alone cannot tell whether the server "
+            "wrote more")
+    stage = tempfile.mkdtemp(prefix="mysql-flashback-archive-", dir=spool_dir)
+    try:
+        files = []
+        for f in cov.files:
+            path, complete = paths[(f.identity, f.name)]
+            local = os.path.join(stage, f.name)
+            if complete <= 4:
+                continue  # an open file without a complete event yet: nothing to read in it
+            if complete < os.path.getsize(path):  # an open file: as far as its last complete event
+                with open(path, "rb") as src, open(local, "wb") as dst:
+                    left = complete
+                    while left > 0:
+                        n = os.copy_file_range(src.fileno(), dst.fileno(), left)
+                        if n <= 0:
+                            raise OSError(f"copy_file_range stopped with {left} bytes of {path} left")
+                        left -= n
+            else:
+                os.symlink(os.path.abspath(path), local)
+            files.append(local)
+        source = f"archive {directory.rstrip('/')}/{cov.identity} ({names[0]} .. {names[-1]})"
+        return generate_from_files(files, selection, output_path, spool_dir, log, progress_seconds, where,
+                                   jobs=jobs, generated=generated, source=source, start_checked=True)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
 def main(args, selection: Selection, log: Callable[[str], None]) -> int:
     """The CLI's generate command."""
     import glob
@@ -790,18 +1050,27 @@ def main(args, selection: Selection, log: Callable[[str], None]) -> int:
         files += [p for p in glob.glob(os.path.join(args.binlog_dir, "*.[0-9][0-9][0-9][0-9][0-9][0-9]"))]
     server = connection_args(args) if source_given(args) else None
     target = target_args(args) if getattr(args, "apply", False) else None
-    if files:
+    if getattr(args, "archive", None):
+        asked = server or target
+        summary = generate_from_archive_dir(args.archive, selection, args.output, args.tmpdir, log,
+                                            args.progress_seconds, args.where, identity=args.identity,
+                                            generated=generated_columns(asked) if asked else None)
+    elif files:
         # a server given beside the files (else the --apply target) is asked which columns are
         # generated: they are left out of INSERT and SET
         asked = server or target
         summary = generate_from_files(files, selection, args.output, args.tmpdir, log, args.progress_seconds,
                                       args.where, generated=generated_columns(asked) if asked else None)
     elif server:
+        held = live_window(server, selection)
+        if held.reachable and not held.holds:  # (an unreachable server fails below, as it always did)
+            raise FlashbackError(f"{held.reason}. Read the instance's binlog archive instead: --archive "
+                                 "<base_dir>/<instance>/binlog")
         summary = generate_from_live(server, selection, args.output, args.tmpdir, log, args.progress_seconds,
                                      args.server_id, args.where)
     else:
-        raise FlashbackError("no source: give archived binlogs (--binlog-dir or --binlog) or a live server "
-                             "(--host/--port, --socket or --defaults-file)")
+        raise FlashbackError("no source: give archived binlogs (--archive, --binlog-dir or --binlog) or a live "
+                             "server (--host/--port, --socket or --defaults-file)")
     log(f"wrote {summary.output}: {summary.rows} rows in {summary.transactions} transactions "
         f"({summary.seconds:.1f} s, {summary.rows / max(summary.seconds, 1e-9):,.0f} rows/s)")
     for name in sorted(summary.per_table):
