@@ -161,6 +161,30 @@ def summary(state: Path, sb: Sandbox, args) -> None:
     if run:
         print(f"{pad}run {run['run_id']} wrote {run.get('rows')} rows of undo SQL on the storage host:")
         print(f"{pad}{run['stored']}")
+    _archive_summary(sb, pad)
+
+
+def _archive_summary(sb: Sandbox, pad: str) -> None:
+    """The binlog archive's state, as its supervisor (mysql_binlog__sandbox, every minute) last saw it."""
+    plugins = str(Path(__file__).resolve().parent.parent / "plugins")
+    if plugins not in sys.path:
+        sys.path.insert(0, plugins)
+    try:
+        from mysqlbackup.catalog import Catalog
+        with Catalog() as cat:
+            state = cat.archive_state("sandbox")
+            files = cat.binlog_files("sandbox")
+    except Exception as exc:  # noqa: BLE001 - a summary line, never a failure
+        print(f"Binlog archive: not readable ({exc})")
+        return
+    if not state or not state.get("details_json"):
+        print("Binlog archive: not yet supervised (mysql_binlog__sandbox runs every minute)")
+        return
+    d = json.loads(state["details_json"])
+    window = d.get("recovery_window") or {}
+    print(f"Binlog archive: {len(files)} file(s) in {sb.storage_dir}/sandbox/binlog/, last event "
+          f"{d.get('last_event_at')}, lag {d.get('lag_seconds')} s, {len(d.get('gaps') or [])} gap(s)")
+    print(f"{pad}recovery window {window.get('earliest')} .. {window.get('latest')} (as of {d.get('measured_at')})")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -188,6 +188,22 @@ run_backup() {
   fi
 }
 
+# once, after the bad DELETE: an incremental backup on the first one (a chain of two links; its
+# verify prepares the full, then the incremental, as a restore would)
+run_incremental() {
+  [[ -f "${STATE}/incremental.json" ]] && return
+  local run_id
+  run_id="demo_incremental__$(date -u +%Y%m%dT%H%M%S)"
+  log "triggering ${DAG_ID} with kind=incremental (run ${run_id})"
+  if sandbox airflow-run "${DAG_ID}" --run-id "${run_id}" --conf '{"kind": "incremental"}' --timeout 1800 >/dev/null; then
+    log "run ${run_id}: success"
+    printf '{"run_id": "%s"}\n' "${run_id}" > "${STATE}/incremental.json"
+  else
+    print_summary
+    die "the incremental backup failed (run ${run_id}): open the UI, or see ${AIRFLOW_HOME}/logs"
+  fi
+}
+
 print_summary() {
   local pw_file="${AIRFLOW_HOME}/simple_auth_manager_passwords.json.generated" line label="Backups:"
   echo
@@ -220,7 +236,11 @@ main() {
       setup_airflow
       run_backup
       sandbox bad-delete
+      run_incremental
       sandbox flashback || { print_summary; die "the flashback DAG failed: open the UI, or see ${AIRFLOW_HOME}/logs"; }
+      # the archive's supervisor runs every minute; one run now, so the summary shows the archive
+      sandbox airflow-run mysql_binlog__sandbox --run-id "demo_archive__$(date -u +%Y%m%dT%H%M%S)" --timeout 300 \
+        >/dev/null || log "the binlog archive's supervisor run failed: see the mysql_binlog__sandbox DAG in the UI"
       print_summary
       ;;
     stop) demo_env; stop_all; log "stopped (the data stays; scripts/demo.sh reset deletes it)" ;;
