@@ -141,6 +141,19 @@ class ArchiveEnv:
             subprocess.run([sys.executable, str(SCRIPT), "stop", "--dir", str(ctl.parent), "--wait", "10"],
                            capture_output=True, timeout=60)
 
+    def finish(self, hook: Hook) -> None:
+        """Teardown: stop every streamer, kill whatever still runs under the archive, and fail the test
+        when anything had to be killed."""
+        self.stop_streamers()
+        left = processes_under(str(self.base))
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        hook.stop()
+        assert left == {}, f"processes left running after the streamers were stopped: {left}"
+
 
 @pytest.fixture
 def archive_env(request, airflow_db, tmp_path, monkeypatch):
@@ -150,15 +163,7 @@ def archive_env(request, airflow_db, tmp_path, monkeypatch):
     try:
         yield env
     finally:
-        env.stop_streamers()
-        left = processes_under(str(env.base))
-        for pid in left:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        hook.stop()
-        assert left == {}, f"processes left running after the streamers were stopped: {left}"
+        env.finish(hook)
 
 
 class Proxy:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from receivers import Hook
-from test_binlog_archive import ArchiveEnv, processes_under, server_files, write
+from test_binlog_archive import ArchiveEnv, server_files, write
 from test_flashback_e2e import DB, TABLES, workload
 
 pytestmark = pytest.mark.server
@@ -61,15 +60,7 @@ def env(fresh_sandbox, airflow_db, tmp_path, monkeypatch):
     try:
         yield e
     finally:
-        e.stop_streamers()
-        left = processes_under(str(e.base))
-        for pid in left:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        hook.stop()
-        assert left == {}, f"processes left running after the streamers were stopped: {left}"
+        e.finish(hook)
         assert ps_lines(str(e.base)) == [], "ps still shows a streamer or its mariadb-binlog"
 
 
