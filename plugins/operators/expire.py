@@ -54,8 +54,16 @@ class ExpireBackupsOperator(HostScriptOperator):
                           & {d.rstrip("/").rsplit("/", 1)[-1] for d in listing.incomplete}
                           | {p.split("/")[-2] for p, _ in listing.manifests
                              if by_label.get(p.split("/")[-2], {}).get("status") == "expired"})
+        here = f"{inst.storage.base_dir.rstrip('/')}/{inst.name}/"
         for label in sorted(plan.expire) + leftover:
             row = by_label[label]
+            if row["status"] != "missing" and (row["storage_ssh_conn_id"] != inst.storage.ssh_conn_id
+                                               or not str(row["storage_path"] or "").startswith(here)):
+                # stored at another location (the CMDB moved the instance): not this run's to delete
+                self.log.warning("not expiring %s: it is stored at %s:%s, not at this instance's location %s:%s",
+                                 label, row["storage_ssh_conn_id"], row["storage_path"], inst.storage.ssh_conn_id,
+                                 here)
+                continue
             self.catalog.expire_backup(inst.name, label, plan.expire.get(label, "finishing an earlier expiry"))
             if row["status"] == "missing":
                 self.log.info("expired %s: it was already gone from storage", label)
