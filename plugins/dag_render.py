@@ -263,6 +263,121 @@ def flashback_dag(cmdb: Cmdb) -> DAG:
     return dag
 
 
+RESTORE_FULL_DAG_ID = "mysql_restore_full"
+
+
+def restore_full_params(cmdb: Cmdb) -> dict:
+    """The trigger form of mysql_restore_full: instance, target, which backup, and the two switches (off)."""
+    from airflow.sdk import Param
+    names = [i.name for i in cmdb.instances]
+    targets = [t.name for t in cmdb.restore_targets]
+    return {
+        "instance": Param(names[0], type="string", enum=names,
+                          description="Required: the CMDB instance whose backup is restored."),
+        "target": Param(targets[0], type="string", enum=targets,
+                        description="Required: where to restore, a host declared in the CMDB's restore_targets "
+                                    "(never a CMDB instance). Its datadir is replaced."),
+        "backup_date": Param(None, type=["null", "string"], format="date", pattern=P.DATE, maxLength=10,
+                             description="The UTC day the backup finished: the newest restorable backup of that day "
+                                         "is restored (with every link of its chain). Empty: the newest restorable "
+                                         "backup. Not together with backup_label."),
+        "backup_label": _opt(P.LABEL, 64, f"One backup by its label ({P.HINTS[P.LABEL]}); empty: by backup_date, "
+                                          "else the newest."),
+        "overwrite": Param(False, type="boolean",
+                           description="Replace a target datadir that is not empty. Off (the default): such a "
+                                       "target is refused before anything is touched."),
+        "make_replica_of_source": Param(False, type="boolean",
+                                        description="After a successful restore, make the restored server a GTID "
+                                                    "replica of the instance's primary."),
+    }
+
+
+def restore_full_dag(cmdb: Cmdb) -> DAG | None:
+    """Manual: a full restore of one instance's backup set to a declared restore target (None: no targets)."""
+    if not cmdb.restore_targets or not cmdb.instances:
+        return None
+    from operators.restore import PlanRestoreOperator, RestoreFailureCallback, finish_tasks, make_replica_task, \
+        restore_tasks
+    alert = BackupFailureCallback("(restore)", cmdb.platform_owner, "mysql-backup", cmdb.platform)
+    with DAG(dag_id=RESTORE_FULL_DAG_ID, schedule=None, catchup=False, max_active_runs=1,
+             params=restore_full_params(cmdb), tags=["mysql-backup", "restore"],
+             default_args={"owner": cmdb.platform_owner, "retries": 0},
+             doc_md="Full restore of an instance's backup (the full and every incremental up to it) to a host "
+                    "declared in the CMDB's `restore_targets`, one task per step. Every param is checked in `plan` "
+                    "before a host is touched. See docs/design.md, Restore.") as dag:
+        plan = PlanRestoreOperator(task_id="plan", execution_timeout=timedelta(minutes=5),
+                                   on_failure_callback=RestoreFailureCallback("plan", alert=alert))
+        first, last = restore_tasks("plan", alert=alert)
+        finish, report = finish_tasks("plan", alert=alert)
+        chain(plan, first)
+        chain(last, finish)
+        chain(report, make_replica_task("plan", alert=alert))
+    return dag
+
+
+RESTORE_PITR_DAG_ID = "mysql_restore_pitr"
+
+
+def restore_pitr_params(cmdb: Cmdb) -> dict:
+    """The trigger form of mysql_restore_pitr: instance, target, exactly one recovery target, databases, mode."""
+    from airflow.sdk import Param
+    from mysqlbackup.replay import MODE_LABELS, MODES
+    names = [i.name for i in cmdb.instances]
+    targets = [t.name for t in cmdb.restore_targets]
+    return {
+        "instance": Param(names[0], type="string", enum=names,
+                          description="Required: the CMDB instance to restore to a point in time."),
+        "target": Param(targets[0], type="string", enum=targets,
+                        description="Required: where to restore, a host declared in the CMDB's restore_targets "
+                                    "(never a CMDB instance). Its datadir is replaced."),
+        "stop_datetime": _opt(P.DATETIME, 40, f"Recovery target as a time, to the second ({P.HINTS[P.DATETIME]}), "
+                                              "EXCLUSIVE: every transaction before it is replayed, the first one "
+                                              "with an event at or after it (the bad statement's time) and all later "
+                                              "ones are not. Exactly one of stop_datetime, stop_position, stop_gtid."),
+        "stop_position": _opt(P.POSITION, 240, "Recovery target as FILE:POS of the instance's source server's binlog "
+                                               "(binlog.000012:4711), EXCLUSIVE: the transaction holding the first "
+                                               "event at or after it is not replayed (give its GTID event's "
+                                               "position)."),
+        "stop_gtid": _opt(P.GTID, 45, "Recovery target as a GTID (0-1-4711), INCLUSIVE: the last transaction "
+                                      "replayed."),
+        "databases": Param([], type=["null", "array"], maxItems=64, uniqueItems=True,
+                           items={"type": "string", "pattern": P.DATABASE, "maxLength": 66},
+                           description="Replay only these databases; empty: every database. The others are "
+                                       "dropped from the restored server after the replay (they would hold the "
+                                       "backup's stale state)."),
+        "replay_mode": Param("applier", type="string", enum=list(MODES), values_display=MODE_LABELS,
+                             description="How the binlogs are applied; both are exact (no transaction twice, "
+                                         "none skipped, none cut)."),
+        "overwrite": Param(False, type="boolean",
+                           description="Replace a target datadir that is not empty. Off (the default): such a "
+                                       "target is refused before anything is touched."),
+    }
+
+
+def restore_pitr_dag(cmdb: Cmdb) -> DAG | None:
+    """Manual: a point-in-time restore of one instance to a declared restore target (None: no targets)."""
+    if not cmdb.restore_targets or not cmdb.instances:
+        return None
+    from operators.replay import PlanPitrOperator, replay_tasks
+    from operators.restore import RestoreFailureCallback, finish_tasks, restore_tasks
+    alert = BackupFailureCallback("(restore)", cmdb.platform_owner, "mysql-backup", cmdb.platform)
+    with DAG(dag_id=RESTORE_PITR_DAG_ID, schedule=None, catchup=False, max_active_runs=1,
+             params=restore_pitr_params(cmdb), tags=["mysql-backup", "restore", "pitr"],
+             default_args={"owner": cmdb.platform_owner, "retries": 0},
+             doc_md="Point-in-time restore: the newest usable backup before the recovery target whose roll-forward "
+                    "is unbroken is restored to a host of the CMDB's `restore_targets`, then the archived binlogs "
+                    "are replayed from its exact GTID to the target. See docs/replay.md.") as dag:
+        plan = PlanPitrOperator(task_id="plan", execution_timeout=timedelta(minutes=5),
+                                on_failure_callback=RestoreFailureCallback("plan", alert=alert))
+        first, last = restore_tasks("plan", alert=alert)
+        fetch, replay = replay_tasks("plan", alert=alert)
+        finish, _report = finish_tasks("plan", alert=alert)
+        chain(plan, first)
+        chain(last, fetch)
+        chain(replay, finish)
+    return dag
+
+
 def render_all(cmdb: Cmdb, only_dag_id: str | None = None) -> dict[str, DAG]:
     """Every DAG of this CMDB, in a stable order; only one when a task process asks for one.
 
@@ -290,6 +405,10 @@ def _render(cmdb: Cmdb, only_dag_id: str | None) -> dict[str, DAG]:
         dags[VERIFY_STORED_DAG_ID] = verify_stored_dag(cmdb)
     if only_dag_id in (None, FLASHBACK_DAG_ID):
         dags[FLASHBACK_DAG_ID] = flashback_dag(cmdb)
+    if only_dag_id in (None, RESTORE_FULL_DAG_ID) and (restore := restore_full_dag(cmdb)) is not None:
+        dags[RESTORE_FULL_DAG_ID] = restore
+    if only_dag_id in (None, RESTORE_PITR_DAG_ID) and (pitr := restore_pitr_dag(cmdb)) is not None:
+        dags[RESTORE_PITR_DAG_ID] = pitr
     for inst in cmdb.instances:
         dag_id = DAG_PREFIX + inst.name
         if only_dag_id is None or only_dag_id == dag_id:

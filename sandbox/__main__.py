@@ -11,6 +11,8 @@
   airflow-run DAG    trigger a run of DAG and wait for it (REST)
   bad-delete         run the demo's bad DELETE once (after the first backup) and record it
   flashback          the mysql_flashback run for that DELETE, once (REST), review only
+  restore            the mysql_restore_full run of the sandbox to its restore target, once (REST), and
+                     CHECKSUM TABLE shop.orders on both
   summary            the sample data, the bad DELETE and how to undo it (CLI and DAG)
 """
 from __future__ import annotations
@@ -27,6 +29,8 @@ import yaml
 from sandbox.servers import MARK_ENV, Sandbox, sweep
 
 FLASHBACK_DAG = "mysql_flashback"
+RESTORE_DAG = "mysql_restore_full"
+RESTORE_RECORD = "restore.json"
 
 
 def err(msg: str) -> None:
@@ -135,6 +139,65 @@ def flashback(state: Path, args) -> int:
     return 0
 
 
+def restore(state: Path, sb: Sandbox, args) -> int:
+    """Restore the sandbox's newest backup to the sandbox's restore target once; record what came of it."""
+    from sandbox.airflow_api import AirflowError
+    from sandbox.servers import MariaDB
+    rec_path = state / RESTORE_RECORD
+    if rec_path.exists():
+        err(f"{RESTORE_DAG} ran already (run {json.loads(rec_path.read_text())['run_id']})")
+        return 0
+    api = _api(args)
+    run_id = f"demo_restore__{datetime_now()}"
+    conf = {"instance": "sandbox", "target": "sandbox_target", "overwrite": True}
+    err(f"triggering {RESTORE_DAG} (run {run_id}): the newest backup of sandbox to sandbox_target")
+    try:
+        from sandbox.servers import ADMIN_ADDED
+        if (state / ADMIN_ADDED).exists():
+            # the backups of a sandbox made before the restore target existed lack its admin login
+            err("taking an incremental backup first: the sandbox's backups predate the restore target's admin login")
+            if api.run("mysql_backup__sandbox", f"demo_before_restore__{datetime_now()}", {"kind": "incremental"},
+                       timeout=args.timeout) != "success":
+                return 1
+            (state / ADMIN_ADDED).unlink()
+        api.wait_dag(RESTORE_DAG, 240)
+        final = api.run(RESTORE_DAG, run_id, conf, timeout=args.timeout)
+        err(f"run {run_id}: {final}")
+        if final != "success":
+            return 1
+        report = api.xcom(RESTORE_DAG, run_id, "report")
+    except AirflowError as exc:
+        err(f"ERROR: {exc}")
+        return 2
+    target = MariaDB("target", sb.target.base, sb.target.port, 0)
+    query = "CHECKSUM TABLE shop.orders EXTENDED"
+    rec = {"run_id": run_id, "report": report, "checksum_source": sb.source.sql(query)[0][1],
+           "checksum_target": target.sql(query)[0][1]}
+    rec_path.write_text(json.dumps(rec, indent=2, default=str) + "\n")
+    return 0
+
+
+def datetime_now() -> str:
+    from datetime import datetime, timezone
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+
+
+def _restore_summary(state: Path, sb: Sandbox, pad: str) -> None:
+    rec_path = state / RESTORE_RECORD
+    if not rec_path.exists():
+        return
+    rec = json.loads(rec_path.read_text())
+    r = rec.get("report") or {}
+    steps = ", ".join(f"{name} {seconds:.1f}" for name, seconds in r.get("steps") or [])
+    print(f"Restore:       {RESTORE_DAG} run {rec['run_id']}: {r.get('instance')} backup {r.get('backup_label')} "
+          f"({len(r.get('labels') or [])} link(s), finished {r.get('backup_finished_at')}) -> "
+          f"{r.get('target')} {r.get('target_address')} {r.get('datadir')}, {r.get('seconds')} s")
+    print(f"{pad}seconds per step: {steps}")
+    same = "equal" if rec["checksum_source"] == rec["checksum_target"] else "DIFFERENT"
+    print(f"{pad}CHECKSUM TABLE shop.orders: source {rec['checksum_source']}, restored {rec['checksum_target']} "
+          f"({same}); the restored server runs with server_id {r.get('server_id')} until scripts/demo.sh stop")
+
+
 def summary(state: Path, sb: Sandbox, args) -> None:
     """The sample data and flashback part of the demo's summary."""
     from sandbox import sample as sample_data
@@ -162,6 +225,7 @@ def summary(state: Path, sb: Sandbox, args) -> None:
         print(f"{pad}run {run['run_id']} wrote {run.get('rows')} rows of undo SQL on the storage host:")
         print(f"{pad}{run['stored']}")
     _archive_summary(sb, pad)
+    _restore_summary(state, sb, pad)
 
 
 def _archive_summary(sb: Sandbox, pad: str) -> None:
@@ -191,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("action", choices=["up", "down", "status", "reset", "connections", "airflow-setup", "airflow-run",
-                                       "bad-delete", "flashback", "summary"])
+                                       "bad-delete", "flashback", "restore", "summary"])
     ap.add_argument("dag_id", nargs="?", help="with airflow-run: the DAG")
     ap.add_argument("--out", help="with connections: file to write (0600) for `airflow connections import`")
     ap.add_argument("--dir", default=".sandbox", help="state directory (default .sandbox)")
@@ -256,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         sample_data.bad_delete(sb, log=err)
     elif args.action == "flashback":
         return flashback(state, args)
+    elif args.action == "restore":
+        return restore(state, sb, args)
     elif args.action == "summary":
         summary(state, sb, args)
     return 0

@@ -20,6 +20,9 @@ import pymysql
 
 BACKUP_USER = "backup"
 REPL_USER = "repl"
+ADMIN_USER = "restore_admin"  # the restore target's admin login (mysql_conn_id): restored with the data
+TARGET_CTL = Path(__file__).resolve().with_name("target_ctl.py")
+ADMIN_ADDED = "admin_user_added"  # in the state dir: the newest backups predate ADMIN_USER
 # Set (to the state directory) by scripts/demo.sh for everything it starts, and passed by the
 # sandbox's sshd to its sessions (SetEnv): `sweep` finds what is left of a demo by it.
 MARK_ENV = "MYSQL_BACKUP_SANDBOX"
@@ -363,11 +366,14 @@ class Sandbox:
     sshd: Sshd
     backup_password: str
     storage_dir: str
+    # a restore target: a datadir and a port, no server until a restore starts one (target_ctl.py over ssh)
+    target: MariaDB | None = None
     _procs: dict = field(default_factory=dict, repr=False)
     moved: dict = field(default_factory=dict, repr=False)  # by resume(): {"source": (old_port, new_port)}
 
     @classmethod
-    def create(cls, state_dir: str | Path, replica: bool = True, template: Path | None = None) -> "Sandbox":
+    def create(cls, state_dir: str | Path, replica: bool = True, template: Path | None = None,
+               target: bool = True) -> "Sandbox":
         state = Path(state_dir).resolve()
         state.mkdir(parents=True, exist_ok=True)
         template = template or make_template(state / "template")
@@ -379,8 +385,11 @@ class Sandbox:
             sshd=Sshd(str(state / "sshd"), free_port()),
             backup_password=password,
             storage_dir=str(state / "storage"),
+            target=MariaDB("target", str(state / "target"), free_port(), 0) if target else None,
         )
         Path(sb.storage_dir).mkdir(exist_ok=True)
+        if sb.target is not None:
+            Path(sb.target.base).mkdir(exist_ok=True)
         try:
             sb._procs["source"] = sb.source.start(template)
             if sb.replica:
@@ -420,6 +429,15 @@ class Sandbox:
             sb._procs["sshd"] = sb._start_on_free_port("sshd", sb.sshd, sb.sshd.start, log)
             if sb.replica:
                 sb._resume_replication(log)
+            # idempotent: a sandbox made before a user existed gets it (and its older backups lack it)
+            if not sb.source.sql("SELECT 1 FROM mysql.user WHERE user = %s", (ADMIN_USER,)):
+                Path(sb.state_dir, ADMIN_ADDED).write_text("the restore target's admin login was added after "
+                                                          "the sandbox's first backups\n")
+            sb._setup_users(sb.servers())
+            if sb.target is not None and not port_free(sb.target.port):
+                old, sb.target.port = sb.target.port, free_port()
+                sb.moved["target"] = (old, sb.target.port)
+                log(f"target: port {old} is taken now; moving to {sb.target.port}")
         except BaseException:
             sb.stop()
             raise
@@ -465,10 +483,12 @@ class Sandbox:
     def servers(self) -> list[MariaDB]:
         return [s for s in (self.source, self.replica) if s]
 
-    def _setup_users(self) -> None:
-        for srv in self.servers():
+    def _setup_users(self, servers: list[MariaDB] | None = None) -> None:
+        for srv in self.servers() if servers is None else servers:
             for host in ("localhost", "127.0.0.1"):
                 stmts = [
+                    f"CREATE USER IF NOT EXISTS '{ADMIN_USER}'@'{host}' IDENTIFIED BY %s",
+                    f"GRANT ALL PRIVILEGES ON *.* TO '{ADMIN_USER}'@'{host}'",
                     f"CREATE USER IF NOT EXISTS '{BACKUP_USER}'@'{host}' IDENTIFIED BY %s",
                     f"GRANT RELOAD, PROCESS, LOCK TABLES, BINLOG MONITOR, SLAVE MONITOR, SELECT, "
                     f"SHOW VIEW, EVENT, TRIGGER, REPLICATION SLAVE ON *.* TO '{BACKUP_USER}'@'{host}'",
@@ -510,7 +530,35 @@ class Sandbox:
         ssh = self.sshd.connection()
         mysql = {"conn_type": "mysql", "host": "127.0.0.1", "login": BACKUP_USER,
                  "password": self.backup_password, "port": self.source.port}
-        return {"sandbox_ssh": ssh, "sandbox_storage": ssh, "sandbox_mysql_backup": mysql}
+        conns = {"sandbox_ssh": ssh, "sandbox_storage": ssh, "sandbox_mysql_backup": mysql}
+        if self.target is not None:
+            conns["sandbox_target_ssh"] = ssh
+            conns["sandbox_target_admin"] = {"conn_type": "mysql", "host": "127.0.0.1", "login": ADMIN_USER,
+                                             "password": self.backup_password, "port": self.target.port}
+        return conns
+
+    def target_row(self, python: str | None = None) -> dict:
+        """The restore target's CMDB entry (``restore_targets``): stop/start by sandbox/target_ctl.py."""
+        import sys
+        assert self.target is not None
+        ctl = f"{python or sys.executable} {TARGET_CTL} "
+        return {"name": "sandbox_target", "host": "127.0.0.1", "port": self.target.port,
+                "ssh_conn_id": "sandbox_target_ssh", "mysql_conn_id": "sandbox_target_admin",
+                "datadir": self.target.datadir, "flavor": "mariadb",
+                "stop_command": ctl + f"stop --base {self.target.base}",
+                "start_command": ctl + f"start --base {self.target.base} --port {self.target.port}",
+                "server_id": None}
+
+    def stop_target(self) -> None:
+        """Stop a server a restore started on the target (its pid file), if one runs."""
+        if self.target is None:
+            return
+        try:
+            pid = int(Path(self.target.base, "mysqld.pid").read_text().strip())
+        except (OSError, ValueError):
+            return
+        if _pid_alive(pid) and _runs(pid, self.target.datadir):
+            stop_pid(pid)
 
     def cmdb(self, **policy) -> dict:
         """A CMDB (as a dict, dump it to YAML) describing this sandbox."""
@@ -529,13 +577,15 @@ class Sandbox:
         return {"defaults": {"storage": {"ssh_conn_id": "sandbox_storage", "base_dir": self.storage_dir},
                              "policy": pol},
                 "storages": [{"ssh_conn_id": "sandbox_storage", "max_concurrent_backups": 2}],
-                "instances": rows}
+                "instances": rows,
+                **({"restore_targets": [{k: v for k, v in self.target_row().items() if v is not None}]}
+                   if self.target is not None else {})}
 
     def write_state(self) -> Path:
         path = Path(self.state_dir, "state.json")
         data = {"source": asdict(self.source), "replica": asdict(self.replica) if self.replica else None,
                 "sshd": asdict(self.sshd), "backup_password": self.backup_password,
-                "storage_dir": self.storage_dir}
+                "storage_dir": self.storage_dir, "target": asdict(self.target) if self.target else None}
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=2)
@@ -548,7 +598,9 @@ class Sandbox:
         return cls(state_dir=str(state), source=MariaDB(**data["source"]),
                    replica=MariaDB(**data["replica"]) if data["replica"] else None,
                    sshd=Sshd(**data["sshd"]), backup_password=data["backup_password"],
-                   storage_dir=data["storage_dir"])
+                   storage_dir=data["storage_dir"],
+                   target=MariaDB(**data["target"]) if data.get("target") else
+                   MariaDB("target", str(state / "target"), free_port(), 0))
 
     def running(self) -> bool:
         return (all(s.pid and _pid_alive(s.pid) and _runs(s.pid, s.datadir) for s in self.servers())
@@ -557,6 +609,7 @@ class Sandbox:
 
     def stop(self) -> None:
         """Stop everything this sandbox started (also when loaded from state by another process)."""
+        self.stop_target()
         for key, obj in (("sshd", self.sshd), ("replica", self.replica), ("source", self.source)):
             if obj is not None:
                 obj.stop(self._procs.pop(key, None))

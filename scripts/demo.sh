@@ -238,6 +238,7 @@ main() {
       sandbox bad-delete
       run_incremental
       sandbox flashback || { print_summary; die "the flashback DAG failed: open the UI, or see ${AIRFLOW_HOME}/logs"; }
+      sandbox restore || { print_summary; die "the restore DAG failed: open the UI, or see ${AIRFLOW_HOME}/logs"; }
       # the archive's supervisor runs every minute; one run now, so the summary shows the archive
       sandbox airflow-run mysql_binlog__sandbox --run-id "demo_archive__$(date -u +%Y%m%dT%H%M%S)" --timeout 300 \
         >/dev/null || log "the binlog archive's supervisor run failed: see the mysql_binlog__sandbox DAG in the UI"

@@ -23,7 +23,7 @@ import posixpath
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -225,6 +225,33 @@ binlog_archive_state_table = Table(
     Column("details_json", Text),
     Column("updated_at", DateTime, nullable=False),
 )
+
+# --- restores (mysql_restore_full, mysqlbackup.restore) ----------------------------------------------
+# one row per restore run: what was restored from which backup(s) to which target, how long each step
+# took, and how it ended (running | succeeded | failed | refused: refused before any host was touched)
+restores_table = Table(
+    "restores",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("restore_id", String(64), nullable=False),
+    Column("instance", String(64), nullable=False),
+    Column("target", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),  # full
+    Column("backup_label", String(64)),  # the chosen backup (the set's last link)
+    Column("labels_json", Text),  # the set, full first
+    Column("status", String(16), nullable=False),
+    Column("run_id", String(250)),
+    Column("server_id", BigInteger),
+    Column("gtid", Text),
+    Column("started_at", DateTime, nullable=False),
+    Column("finished_at", DateTime),
+    Column("steps_json", Text),  # [[step, seconds], ...] in the order they ran
+    Column("result_json", Text),
+    Column("error", Text),
+    Column("updated_at", DateTime, nullable=False),
+    UniqueConstraint("restore_id", name="uq_restores_restore_id"),
+)
+Index("ix_restores_target", restores_table.c.target, restores_table.c.status)
 
 _MANIFEST_COLUMNS = (
     "kind", "source_name", "source_host", "source_port", "duration_seconds", "size_bytes",
@@ -924,6 +951,165 @@ class Catalog:
         with self.engine.connect() as conn:
             row = conn.execute(select(t).where(t.c.instance == instance)).mappings().first()
         return None if row is None else _plain(row)
+
+    # --- restores (mysql_restore_full) -----------------------------------------------------------
+    # (mysqlbackup.restore plans; these methods only store and answer what the plan needs)
+
+    def label_owners(self, label: str) -> list[str]:
+        """The instances that have a backup row called ``label`` (any status)."""
+        t = backups_table
+        with self.engine.connect() as conn:
+            return sorted({r[0] for r in conn.execute(select(t.c.instance).where(t.c.label == label))})
+
+    def latest_server_ids(self) -> dict[str, int]:
+        """instance -> the server_id its newest facts snapshot recorded (one query for every instance)."""
+        t = facts_table
+        newest = select(t.c.instance, func.max(t.c.id).label("id")).group_by(t.c.instance).subquery()
+        query = select(t.c.instance, t.c.facts_json).join(newest, t.c.id == newest.c.id)
+        out: dict[str, int] = {}
+        with self.engine.connect() as conn:
+            for instance, text in conn.execute(query):
+                try:
+                    sid = json.loads(text).get("server_id")
+                except (ValueError, AttributeError):
+                    continue
+                if isinstance(sid, int) and not isinstance(sid, bool):
+                    out[instance] = sid
+        return out
+
+    def facts_before(self, instance: str, when: datetime | str | None) -> dict[str, Any] | None:
+        """The newest facts of an instance collected at or before ``when`` (None: the newest of all)."""
+        t = facts_table
+        query = select(t.c.facts_json).where(t.c.instance == instance)
+        if when is not None:
+            query = query.where(t.c.collected_at <= _utc_naive(when))
+        query = query.order_by(t.c.collected_at.desc(), t.c.id.desc()).limit(1)
+        with self.engine.connect() as conn:
+            text = conn.execute(query).scalar()
+        return None if text is None else json.loads(text)
+
+    def start_restore(self, restore_id: str, instance: str, target: str, labels: Sequence[str], run_id: str | None,
+                      server_id: int | None, gtid: str | None, kind: str = "full") -> None:
+        """Record a restore as running (the row is written once per restore_id)."""
+        now = _now()
+        t = restores_table
+
+        def work(conn: Connection) -> None:
+            existing = conn.execute(select(t.c.id).where(t.c.restore_id == restore_id)).first()
+            values = {"instance": instance[:64], "target": target[:64], "kind": kind,
+                      "backup_label": labels[-1] if labels else None, "labels_json": json.dumps(list(labels)),
+                      "status": "running", "run_id": run_id, "server_id": server_id, "gtid": gtid,
+                      "started_at": now, "finished_at": None, "error": None, "updated_at": now}
+            if existing is None:
+                conn.execute(t.insert().values(restore_id=restore_id, steps_json="[]", **values))
+            else:
+                conn.execute(t.update().where(t.c.id == existing[0]).values(**values))
+
+        self._tx(work)
+
+    def restore_step(self, restore_id: str, step: str, seconds: float) -> None:
+        """Add one finished step and its duration to a restore's row."""
+        t = restores_table
+
+        def work(conn: Connection) -> None:
+            row = conn.execute(select(t.c.id, t.c.steps_json).where(t.c.restore_id == restore_id)).first()
+            if row is None:
+                return
+            steps = [s for s in json.loads(row[1] or "[]") if s[0] != step] + [[step, round(float(seconds), 3)]]
+            conn.execute(t.update().where(t.c.id == row[0]).values(steps_json=json.dumps(steps), updated_at=_now()))
+
+        self._tx(work)
+
+    def finish_restore(self, restore_id: str, status: str, result: dict[str, Any] | None = None,
+                       error: str | None = None) -> None:
+        """End a restore: ``succeeded`` or ``failed`` (with the error); a succeeded row is never failed later."""
+        if status not in ("succeeded", "failed"):
+            raise ValueError(f"a restore ends succeeded or failed, not {status!r}")
+        t = restores_table
+
+        def work(conn: Connection) -> None:
+            row = conn.execute(select(t.c.id, t.c.status, t.c.result_json).where(t.c.restore_id == restore_id)).first()
+            if row is None:
+                return
+            values: dict[str, Any] = {"updated_at": _now()}
+            if row[1] == "succeeded" and status == "failed":
+                # a later step (make_replica_of_source) failed: the data is restored; say what failed after
+                merged = dict(json.loads(row[2] or "{}"), after_restore_error=str(error or "")[:_ERROR_LIMIT])
+                values["result_json"] = json.dumps(merged, default=str)
+                values["error"] = str(error or "")[:_ERROR_LIMIT]
+            else:
+                values.update(status=status, finished_at=_now(),
+                              error=None if error is None else str(error)[:_ERROR_LIMIT])
+                if result is not None:
+                    values["result_json"] = json.dumps(result, default=str)
+            conn.execute(t.update().where(t.c.id == row[0]).values(**values))
+
+        self._tx(work)
+
+    def add_restore_result(self, restore_id: str, **more: Any) -> None:
+        """Add keys to a restore's recorded result (what a step after the report did)."""
+        t = restores_table
+
+        def work(conn: Connection) -> None:
+            row = conn.execute(select(t.c.id, t.c.result_json).where(t.c.restore_id == restore_id)).first()
+            if row is not None:
+                merged = dict(json.loads(row[1] or "{}"), **more)
+                conn.execute(t.update().where(t.c.id == row[0]).values(result_json=json.dumps(merged, default=str),
+                                                                       updated_at=_now()))
+
+        self._tx(work)
+
+    def refuse_restore(self, restore_id: str, instance: Any, target: Any, run_id: str | None, error: str) -> None:
+        """Record a restore refused before any host was touched (the params as given, cut)."""
+        now = _now()
+        t = restores_table
+
+        def work(conn: Connection) -> None:
+            if conn.execute(select(t.c.id).where(t.c.restore_id == restore_id)).first() is not None:
+                return
+            conn.execute(t.insert().values(restore_id=restore_id, instance=str(instance)[:64], target=str(target)[:64],
+                                           kind="full", status="refused", run_id=run_id, started_at=now,
+                                           finished_at=now, steps_json="[]", error=str(error)[:_ERROR_LIMIT],
+                                           updated_at=now))
+
+        self._tx(work)
+
+    def abandon_restores(self, target: str, keep: str) -> list[str]:
+        """Mark failed every restore to ``target`` still 'running' except ``keep`` (one restore runs at a time:
+        those are left by runs that died). Returns their restore ids."""
+        t = restores_table
+
+        def work(conn: Connection) -> list[str]:
+            rows = conn.execute(select(t.c.id, t.c.restore_id).where(and_(
+                t.c.target == target, t.c.status == "running", t.c.restore_id != keep))).all()
+            for r in rows:
+                conn.execute(t.update().where(t.c.id == r[0]).values(
+                    status="failed", finished_at=_now(), updated_at=_now(),
+                    error="abandoned: the run that started it stopped before it finished"))
+            return [r[1] for r in rows]
+
+        return self._tx(work)
+
+    def restores(self, instance: str | None = None, target: str | None = None,
+                 restore_id: str | None = None) -> list[dict[str, Any]]:
+        """Restore rows, newest first (``labels``, ``steps`` and ``result`` decoded)."""
+        t = restores_table
+        query = select(t)
+        for column, value in ((t.c.instance, instance), (t.c.target, target), (t.c.restore_id, restore_id)):
+            if value is not None:
+                query = query.where(column == value)
+        with self.engine.connect() as conn:
+            rows = [_plain(r) for r in conn.execute(query.order_by(t.c.id.desc())).mappings()]
+        for r in rows:
+            r["labels"] = json.loads(r.get("labels_json") or "[]")
+            r["steps"] = json.loads(r.get("steps_json") or "[]")
+            r["result"] = json.loads(r["result_json"]) if r.get("result_json") else None
+        return rows
+
+    def restore(self, restore_id: str) -> dict[str, Any] | None:
+        """One restore's row, or None."""
+        rows = self.restores(restore_id=restore_id)
+        return rows[0] if rows else None
 
 
 def _binlog_number(name: str) -> int:

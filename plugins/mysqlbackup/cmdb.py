@@ -157,6 +157,46 @@ class Instance:
 
 
 @dataclass(frozen=True)
+class RestoreTarget:
+    """A host a restore may write to (top-level ``restore_targets:``). Never a CMDB instance.
+
+    ``stop_command`` / ``start_command`` are shell commands run with ``sh -c`` over SSH on the target
+    only (``systemctl stop mariadb``); ``start_command`` sees ``MYSQL_RESTORE_SERVER_ID`` (and
+    ``MYSQL_RESTORE_DATADIR``) in its environment. ``server_id`` None: one no CMDB instance uses,
+    chosen at restore time. ``allowed_instances`` None: every instance. ``work_dir`` None:
+    ``<datadir's parent>/.mysql-restore-<datadir's name>`` (the backup set is received and prepared
+    there). ``replication_conn_id`` None: the primary's binlog-reading connection (for
+    ``make_replica_of_source``).
+    """
+
+    name: str
+    host: str
+    port: int
+    ssh_conn_id: str
+    mysql_conn_id: str
+    datadir: str
+    flavor: Flavor
+    stop_command: str
+    start_command: str
+    server_id: int | None = None
+    allowed_instances: tuple[str, ...] | None = None
+    work_dir: str | None = None
+    replication_conn_id: str | None = None
+    python: str = "python3"
+    become: bool = False
+
+    def allows(self, instance: str) -> bool:
+        return self.allowed_instances is None or instance in self.allowed_instances
+
+    @property
+    def work_path(self) -> str:
+        if self.work_dir:
+            return self.work_dir.rstrip("/")
+        parent, _, base = self.datadir.rstrip("/").rpartition("/")
+        return f"{parent}/.mysql-restore-{base}"
+
+
+@dataclass(frozen=True)
 class CmdbError:
     """One problem in the CMDB. ``row`` counts instances from 1; None for file,
     ``defaults`` and ``storages`` problems."""
@@ -216,6 +256,7 @@ class Cmdb:
     stored_verify_schedule: str | None = STORED_VERIFY_SCHEDULE
     stored_verify_window_days: int = STORED_VERIFY_WINDOW_DAYS
     stored_verify_max_mib_per_s: int = STORED_VERIFY_MAX_MIB_PER_S
+    restore_targets: tuple[RestoreTarget, ...] = ()  # where a restore may write (valid rows, by name)
     _by_name: dict[str, Instance] = field(init=False, repr=False, compare=False)
     _replicas: dict[str, list[Instance]] = field(init=False, repr=False, compare=False)
 
@@ -232,6 +273,10 @@ class Cmdb:
     def by_name(self, name: str) -> Instance | None:
         """The valid instance called ``name``, or None."""
         return self._by_name.get(name)
+
+    def restore_target(self, name: str) -> RestoreTarget | None:
+        """The valid restore target called ``name``, or None."""
+        return next((t for t in self.restore_targets if t.name == name), None)
 
     def replicas_of(self, name: str) -> list[Instance]:
         """Valid instances whose ``replica_of`` is ``name``, sorted by name."""
@@ -621,7 +666,7 @@ _PLATFORM_SPEC: Spec = {"owner": _text("platform.owner"), "email_to": _check_ema
                         "stored_verify_schedule": _schedule("platform.stored_verify_schedule"),
                         "stored_verify_window_days": _int_range("platform.stored_verify_window_days", 1, 366),
                         "stored_verify_max_mib_per_s": _int_range("platform.stored_verify_max_mib_per_s", 1, 100000)}
-_TOP_KEYS = ("defaults", "storages", "instances", "platform")
+_TOP_KEYS = ("defaults", "storages", "instances", "platform", "restore_targets")
 _REQUIRED = ("name", "host", "port", "role", "flavor", "ssh_conn_id", "mysql_conn_id", "owner", "app")
 _BUILTIN_POLICY: dict[str, Any] = {k: v for k, v in asdict(Policy()).items() if k != "backup_enabled"}
 
@@ -770,6 +815,7 @@ def parse_cmdb(doc: Any, source: str = "<memory>") -> Cmdb:
             policy = shared_policy[enabled] if r.policy is None else _policy(r.policy, enabled)
             instances.append(_instance(v, policy, r.storage, r.alerts))
     instances.sort(key=lambda i: i.name)
+    targets = _restore_targets(doc.get("restore_targets"), rows, {i.name: i for i in instances}, errors)
     email, webhook = base_alerts["email"], base_alerts["webhook"]
     platform_alerts = AlertConfig(
         email_to=tuple(platform.get("email_to") or ()), smtp_conn_id=email.get("smtp_conn_id"),
@@ -779,7 +825,141 @@ def parse_cmdb(doc: Any, source: str = "<memory>") -> Cmdb:
                 platform.get("catalog_reconcile_schedule", RECONCILE_SCHEDULE),
                 platform.get("stored_verify_schedule", STORED_VERIFY_SCHEDULE),
                 platform.get("stored_verify_window_days", STORED_VERIFY_WINDOW_DAYS),
-                platform.get("stored_verify_max_mib_per_s", STORED_VERIFY_MAX_MIB_PER_S))
+                platform.get("stored_verify_max_mib_per_s", STORED_VERIFY_MAX_MIB_PER_S),
+                restore_targets=targets)
+
+
+_COMMAND_MAX = 1000
+
+
+def _command(what: str) -> Check:
+    """A shell command from the CMDB (run with sh -c on the target only): one line of printable text."""
+    text = _text(what, _COMMAND_MAX)
+
+    def check(value: Any) -> str | None:
+        problem = text(value)
+        return None if problem is None else problem + " (a shell command run with sh -c on the target, " \
+            "like 'systemctl stop mariadb')"
+    return check
+
+
+def _check_names(value: Any) -> str | None:
+    if isinstance(value, list) and value and all(isinstance(v, str) and _NAME_RE.fullmatch(v) for v in value):
+        return None
+    return (f"invalid allowed_instances {_show(value)}: expected a non-empty list of instance names "
+            "(leave it out to allow every instance)")
+
+
+# a datadir a restore empties (overwrite) and fills: never a system directory
+_SYSTEM_DIRS = ("/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/media", "/mnt", "/opt",
+                "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/var/lib", "/var/tmp")
+_SYSTEM_TREES = ("/bin/", "/boot/", "/dev/", "/etc/", "/lib/", "/lib32/", "/lib64/", "/proc/", "/run/", "/sbin/",
+                 "/sys/", "/usr/")
+
+
+def _datadir(what: str) -> Check:
+    path = _path(what, "/var/lib/mysql")
+
+    def check(value: Any) -> str | None:
+        problem = path(value)
+        if problem is not None:
+            return problem
+        norm = value.rstrip("/")
+        if norm in _SYSTEM_DIRS or norm.startswith(_SYSTEM_TREES):
+            return (f"invalid {what} {_show(value)}: a system directory; a restore empties and fills this "
+                    "directory: name the server's own data directory, like /var/lib/mysql")
+        return None
+    return check
+
+
+_TARGET_SPEC: Spec = {
+    "name": _check_name,
+    "host": _check_host,
+    "port": _int_range("port", 1, 65535),
+    "ssh_conn_id": _conn_id("ssh_conn_id"),
+    "mysql_conn_id": _conn_id("mysql_conn_id"),
+    "datadir": _datadir("datadir"),
+    "flavor": _enum("flavor", FLAVORS),
+    "stop_command": _command("stop_command"),
+    "start_command": _command("start_command"),
+    "server_id": _optional(_int_range("server_id", 1, 4294967295)),
+    "allowed_instances": _optional(_check_names),
+    "work_dir": _optional(_datadir("work_dir")),
+    "replication_conn_id": _optional(_conn_id("replication_conn_id")),
+    "python": _check_python,
+    "become": _boolean("become"),
+}
+_TARGET_REQUIRED = ("name", "host", "port", "ssh_conn_id", "mysql_conn_id", "datadir", "flavor", "stop_command",
+                    "start_command")
+
+
+def _restore_targets(raw: Any, rows: list[_Row], valid: dict[str, Instance],
+                     errors: list[CmdbError]) -> tuple[RestoreTarget, ...]:
+    """The ``restore_targets`` list: each entry checked like a row (its errors name the target and the field
+    ``restore_targets[N].<field>``); a target that is a CMDB instance is refused, naming the instance row."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        errors.append(CmdbError(None, None, "restore_targets", f"expected a list of restore targets, got {_type(raw)}"))
+        return ()
+    by_addr = {(str(r.values["host"]).lower(), r.values["port"]): r for r in rows
+               if "host" in r.values and "port" in r.values}
+    row_names = {r.name: r for r in rows if r.name}
+    archive_ids = {i.policy.binlog_archive.client_server_id: i.name for i in valid.values()
+                   if i.policy.binlog_archive.client_server_id is not None}
+    targets: dict[str, RestoreTarget] = {}
+    server_ids: dict[int, str] = {}
+    for n, item in enumerate(raw, start=1):
+        where = f"restore_targets[{n}]"
+        name = item.get("name") if isinstance(item, dict) and isinstance(item.get("name"), str) else None
+        problems: list[tuple[str | None, str]] = []
+
+        def add(field_: str | None, message: str) -> None:
+            problems.append((field_, message))
+
+        values = _validate(item, _TARGET_SPEC, "", add) if isinstance(item, dict) else {}
+        if not isinstance(item, dict):
+            add(None, f"expected a mapping of fields, got {_type(item)} {_show(item)}")
+        else:
+            for key in _TARGET_REQUIRED:
+                if key not in item:
+                    add(key, "missing; this field is required")
+        if name is not None and name in targets:
+            add("name", f"duplicate restore target {name!r}; list each target once")
+        elif name is not None and name in row_names:
+            add("name", f"{name!r} is also the name of instance row {row_names[name].row}: a target is a host "
+                        "that is no instance; give it another name")
+        addr = (str(values["host"]).lower(), values["port"]) if "host" in values and "port" in values else None
+        if addr in by_addr:
+            r = by_addr[addr]
+            add("host", f"restore target {name!r} is {values['host']}:{values['port']}, the CMDB instance "
+                        f"{r.name!r} (row {r.row}, {r.values.get('role', 'instance')}): a restore would overwrite a "
+                        "server in service. A target must be a host:port that no instance uses: fix the target, "
+                        "or remove the instance row first")
+        for inst in values.get("allowed_instances") or ():
+            if inst not in row_names:
+                add("allowed_instances", f"allowed_instances names {inst!r}, which is no instance row of this CMDB")
+        sid = values.get("server_id")
+        if sid is not None and sid in server_ids:
+            add("server_id", f"server_id {sid} is also restore target {server_ids[sid]!r}'s: two restored servers "
+                             "replicating from one primary need two server_ids")
+        elif sid is not None and sid in archive_ids:
+            add("server_id", f"server_id {sid} is the binlog archive's client_server_id of {archive_ids[sid]!r}: "
+                             "give the target another one")
+        errors.extend(CmdbError(None, name, f"{where}.{field_}" if field_ else where, message)
+                      for field_, message in problems)
+        if problems or name is None:
+            continue
+        if sid is not None:
+            server_ids[sid] = name
+        targets[name] = RestoreTarget(
+            name=name, host=values["host"], port=values["port"], ssh_conn_id=values["ssh_conn_id"],
+            mysql_conn_id=values["mysql_conn_id"], datadir=values["datadir"].rstrip("/"), flavor=values["flavor"],
+            stop_command=values["stop_command"], start_command=values["start_command"], server_id=sid,
+            allowed_instances=tuple(values["allowed_instances"]) if values.get("allowed_instances") else None,
+            work_dir=values.get("work_dir"), replication_conn_id=values.get("replication_conn_id"),
+            python=values.get("python", "python3"), become=values.get("become", False))
+    return tuple(sorted(targets.values(), key=lambda t: t.name))
 
 
 def _storages(raw: Any, report: Report) -> tuple[StorageHost, ...]:

@@ -17,6 +17,8 @@ DATETIME = (r"^[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])[T ](?:[01][
 POSITION = r"^[A-Za-z0-9_.+-]{1,200}\.[0-9]{6,}:[0-9]{1,20}$"
 GTID = r"^[0-9]{1,10}-[0-9]{1,10}-[0-9]{1,20}$"
 CONN_ID = r"^[A-Za-z0-9_.-]{1,250}$"
+LABEL = r"^[0-9]{8}-[0-9]{6}F(?:_[0-9]{8}-[0-9]{6}I)?$"
+DATE = r"^[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])$"
 MAX_LIST = 500
 TABLE_MAX_LENGTH = 270  # two quoted 64-character names with every backtick doubled, and the dot
 
@@ -27,6 +29,8 @@ HINTS = {
     POSITION: "FILE:POS of a binlog, like binlog.000012:4",
     GTID: "a MariaDB GTID DOMAIN-SERVER-SEQ, like 0-1-4711",
     CONN_ID: "an Airflow connection id (letters, digits, _ . -)",
+    LABEL: "a backup label YYYYMMDD-HHMMSSF or YYYYMMDD-HHMMSSF_YYYYMMDD-HHMMSSI (UTC), like 20261124-020000F",
+    DATE: "a day YYYY-MM-DD (UTC), like 2026-11-24",
 }
 
 

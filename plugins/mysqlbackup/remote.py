@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 from mysqlbackup import exitcodes
 
 SCRIPTS_DIR = Path(__file__).resolve().parents[2] / "include" / "scripts"
-SCRIPT_FILES = ("hostkit.py", "dbhost.py", "storage.py", "binlog_archive.py")
+SCRIPT_FILES = ("hostkit.py", "dbhost.py", "storage.py", "binlog_archive.py", "target.py", "replay.py")
 RESULT_PREFIX = "RESULT "
 REMOTE_ROOT = ".mysql-backup"  # relative to the remote login's home directory
 SCRIPTS_MISSING = 97  # exit code of the guard in front of every remote call: deploy, then run again

@@ -55,7 +55,11 @@ def cmdb_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     doc = {"defaults": {"storage": {"ssh_conn_id": "store1", "base_dir": "/srv/backups"}},
            "storages": [{"ssh_conn_id": "store1", "max_concurrent_backups": 2}],
            "instances": [_instance(INSTANCES[0]),
-                         _instance(INSTANCES[1], role="replica", replica_of=INSTANCES[0])]}
+                         _instance(INSTANCES[1], role="replica", replica_of=INSTANCES[0])],
+           # the restore DAGs exist only with a declared target (nothing connects to it either)
+           "restore_targets": [{"name": "restore1", "host": "10.9.9.9", "port": 3306, "ssh_conn_id": "ssh_restore1",
+                                "mysql_conn_id": "mysql_restore1", "datadir": "/var/lib/mysql", "flavor": "mariadb",
+                                "stop_command": "systemctl stop mariadb", "start_command": "systemctl start mariadb"}]}
     path = tmp_path_factory.mktemp("cmdb") / "cmdb.yaml"
     path.write_text(yaml.safe_dump(doc))
     return path

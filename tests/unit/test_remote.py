@@ -89,8 +89,9 @@ def test_bundle_digest_follows_content_and_installs_idempotently(tmp_path):
         res = subprocess.run(cmd, input=bundle.data, env={**os.environ, "HOME": str(home)}, capture_output=True)
         assert res.returncode == 0, res.stderr
     installed = home / bundle.remote_dir
-    assert sorted(p.name for p in installed.iterdir()) == [".complete", "binlog_archive.py", "dbhost.py", "hostkit.py",
-                                                          "storage.py"]
+    from mysqlbackup.remote import SCRIPT_FILES
+    assert sorted(p.name for p in installed.iterdir()) == sorted([".complete", *SCRIPT_FILES])
+    assert {"binlog_archive.py", "dbhost.py", "hostkit.py", "storage.py", "target.py"} <= set(SCRIPT_FILES)
     res = subprocess.run([sys.executable, str(installed / "storage.py"), "--help"], capture_output=True, text=True)
     assert res.returncode == 0 and "RESULT " in res.stderr
 
