@@ -378,6 +378,52 @@ def restore_pitr_dag(cmdb: Cmdb) -> DAG | None:
     return dag
 
 
+RESTORE_DRILL_DAG_ID = "mysql_restore_drill"
+
+
+def restore_drill_dag(cmdb: Cmdb) -> DAG | None:
+    """Scheduled: a rotating subset of instances restored onto the drill targets (None: no drill target)."""
+    targets = [t for t in cmdb.restore_targets if t.drill]
+    if not targets or not cmdb.instances:
+        return None
+    from airflow.sdk import TaskGroup
+    from operators.drill import CheckRestoredOperator, DrillAlertsOperator, PlanDrillOperator, PlanDrillsOperator, \
+        RecordDrillOperator
+    from operators.replay import replay_tasks
+    from operators.restore import finish_tasks, restore_tasks
+    with DAG(dag_id=RESTORE_DRILL_DAG_ID, schedule=_timetable(cmdb.drill_schedule), catchup=False, max_active_runs=1,
+             tags=["mysql-backup", "restore", "drill"], default_args={"owner": cmdb.platform_owner, "retries": 0},
+             doc_md="Restore drills: every run restores a rotating subset of the instances onto the restore targets "
+                    "declared with `drill: true` (each instance at least every `drill_every_days`), checks the "
+                    "restored server and records RTO and RPO per drill. See docs/design.md, Restore drills.") as dag:
+        plan = PlanDrillsOperator(task_id="plan_drills", execution_timeout=timedelta(minutes=5))
+        alerts = DrillAlertsOperator(task_id="drill_alerts", trigger_rule="all_done",
+                                     execution_timeout=timedelta(minutes=10))
+        for t in targets:
+            previous = plan
+            for slot in range(cmdb.drill_max_per_target):
+                with TaskGroup(group_id=f"{t.name}_{slot + 1}".replace("-", "_")) as group:
+                    pid = f"{group.group_id}.plan"
+                    slot_plan = PlanDrillOperator.for_slot(t.name, slot, task_id="plan", trigger_rule="all_done",
+                                                           execution_timeout=timedelta(minutes=5))
+                    first, last = restore_tasks(pid)
+                    fetch, replay = replay_tasks(pid)
+                    finish, report = finish_tasks(pid)
+                    check = CheckRestoredOperator.for_plan(pid, task_id="check_restored",
+                                                           execution_timeout=timedelta(hours=6))
+                    record = RecordDrillOperator.for_slot(pid, f"{group.group_id}.check_restored", task_id="record",
+                                                          trigger_rule="all_done",
+                                                          execution_timeout=timedelta(minutes=5))
+                    chain(slot_plan, first)
+                    chain(last, fetch)
+                    chain(replay, finish)
+                    chain(report, check, record)
+                previous >> group
+                previous = record
+            previous >> alerts
+    return dag
+
+
 def render_all(cmdb: Cmdb, only_dag_id: str | None = None) -> dict[str, DAG]:
     """Every DAG of this CMDB, in a stable order; only one when a task process asks for one.
 
@@ -409,6 +455,8 @@ def _render(cmdb: Cmdb, only_dag_id: str | None) -> dict[str, DAG]:
         dags[RESTORE_FULL_DAG_ID] = restore
     if only_dag_id in (None, RESTORE_PITR_DAG_ID) and (pitr := restore_pitr_dag(cmdb)) is not None:
         dags[RESTORE_PITR_DAG_ID] = pitr
+    if only_dag_id in (None, RESTORE_DRILL_DAG_ID) and (drill := restore_drill_dag(cmdb)) is not None:
+        dags[RESTORE_DRILL_DAG_ID] = drill
     for inst in cmdb.instances:
         dag_id = DAG_PREFIX + inst.name
         if only_dag_id is None or only_dag_id == dag_id:

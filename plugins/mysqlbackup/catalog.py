@@ -253,6 +253,31 @@ restores_table = Table(
 )
 Index("ix_restores_target", restores_table.c.target, restores_table.c.status)
 
+# --- drills (mysql_restore_drill, mysqlbackup.drill) ---------------------------------------------------
+# one row per drill: which backup was restored where, the restore time per step and in all (RTO), the
+# point reached and its age when the drill started (RPO), and the result
+drills_table = Table(
+    "drills",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("drill_id", String(64), nullable=False),  # the restore's id (restores.restore_id)
+    Column("instance", String(64), nullable=False),
+    Column("target", String(64), nullable=False),
+    Column("run_id", String(250)),
+    Column("kind", String(16), nullable=False),  # pitr | full
+    Column("backup_label", String(64)),
+    Column("result", String(16), nullable=False),  # succeeded | failed
+    Column("started_at", DateTime, nullable=False),
+    Column("finished_at", DateTime, nullable=False),
+    Column("rto_seconds", Float),
+    Column("rpo_seconds", Float),
+    Column("point_time", DateTime),
+    Column("details_json", Text),
+    Column("error", Text),
+    UniqueConstraint("drill_id", name="uq_drills_drill_id"),
+)
+Index("ix_drills_instance", drills_table.c.instance, drills_table.c.result, drills_table.c.finished_at)
+
 _MANIFEST_COLUMNS = (
     "kind", "source_name", "source_host", "source_port", "duration_seconds", "size_bytes",
     "storage_ssh_conn_id", "storage_path", "artifact", "compress", "sha256", "binlog_file",
@@ -1110,6 +1135,53 @@ class Catalog:
         """One restore's row, or None."""
         rows = self.restores(restore_id=restore_id)
         return rows[0] if rows else None
+
+    # --- drills (mysql_restore_drill) ------------------------------------------------------------
+
+    def record_drill(self, drill_id: str, instance: str, target: str, run_id: str | None, backup_label: str | None,
+                     kind: str, result: str, started_at: datetime, rto_seconds: float | None,
+                     rpo_seconds: float | None, point_time: datetime | None, details: dict[str, Any] | None = None,
+                     error: str | None = None) -> None:
+        """Record one drill (again for the same drill_id: replaced)."""
+        if result not in ("succeeded", "failed"):
+            raise ValueError(f"a drill ends succeeded or failed, not {result!r}")
+        t = drills_table
+        values = {"instance": instance[:64], "target": target[:64], "run_id": run_id, "kind": kind[:16],
+                  "backup_label": backup_label, "result": result, "started_at": _utc_naive(started_at),
+                  "finished_at": _now(), "rto_seconds": rto_seconds, "rpo_seconds": rpo_seconds,
+                  "point_time": None if point_time is None else _utc_naive(point_time),
+                  "details_json": json.dumps(details or {}, default=str),
+                  "error": None if error is None else str(error)[:_ERROR_LIMIT]}
+
+        def work(conn: Connection) -> None:
+            existing = conn.execute(select(t.c.id).where(t.c.drill_id == drill_id)).first()
+            if existing is None:
+                conn.execute(t.insert().values(drill_id=drill_id, **values))
+            else:
+                conn.execute(t.update().where(t.c.id == existing[0]).values(**values))
+
+        self._tx(work)
+
+    def drills(self, instance: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]:
+        """Drill rows, newest first (``details`` decoded)."""
+        t = drills_table
+        query = select(t)
+        if instance is not None:
+            query = query.where(t.c.instance == instance)
+        if run_id is not None:
+            query = query.where(t.c.run_id == run_id)
+        with self.engine.connect() as conn:
+            rows = [_plain(r) for r in conn.execute(query.order_by(t.c.id.desc())).mappings()]
+        for r in rows:
+            r["details"] = json.loads(r.get("details_json") or "{}")
+        return rows
+
+    def last_successful_drills(self) -> dict[str, datetime]:
+        """instance -> when its newest successful drill finished (UTC)."""
+        t = drills_table
+        query = select(t.c.instance, func.max(t.c.finished_at)).where(t.c.result == "succeeded").group_by(t.c.instance)
+        with self.engine.connect() as conn:
+            return {i: when.replace(tzinfo=timezone.utc) for i, when in conn.execute(query) if when is not None}
 
 
 def _binlog_number(name: str) -> int:

@@ -97,6 +97,8 @@ class Policy:
     retention_full_chains: int | None = None
     expire: str = "apply"
     keep_forever: tuple[str, ...] = ()
+    # restore drills (mysqlbackup.drill): restored on a drill target at least every this many days
+    drill_every_days: int = 7
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,7 @@ class RestoreTarget:
     replication_conn_id: str | None = None
     python: str = "python3"
     become: bool = False
+    drill: bool = False  # mysql_restore_drill may restore onto it (it holds nothing else)
 
     def allows(self, instance: str) -> bool:
         return self.allowed_instances is None or instance in self.allowed_instances
@@ -239,6 +242,9 @@ RECONCILE_SCHEDULE = "@hourly"  # default of platform.catalog_reconcile_schedule
 STORED_VERIFY_SCHEDULE = "30 13 * * *"
 STORED_VERIFY_WINDOW_DAYS = 7
 STORED_VERIFY_MAX_MIB_PER_S = 200
+# mysql_restore_drill: once a day, after the nightly backups; at most this many drills per target and run
+DRILL_SCHEDULE = "0 5 * * *"
+DRILL_MAX_PER_TARGET = 2
 
 
 @dataclass(frozen=True)
@@ -257,6 +263,8 @@ class Cmdb:
     stored_verify_window_days: int = STORED_VERIFY_WINDOW_DAYS
     stored_verify_max_mib_per_s: int = STORED_VERIFY_MAX_MIB_PER_S
     restore_targets: tuple[RestoreTarget, ...] = ()  # where a restore may write (valid rows, by name)
+    drill_schedule: str | None = DRILL_SCHEDULE
+    drill_max_per_target: int = DRILL_MAX_PER_TARGET
     _by_name: dict[str, Instance] = field(init=False, repr=False, compare=False)
     _replicas: dict[str, list[Instance]] = field(init=False, repr=False, compare=False)
 
@@ -608,6 +616,7 @@ _POLICY_SPEC: Spec = {
     "full_schedule": _check_schedule,
     "incremental_schedule": _schedule("incremental_schedule"),
     "max_chain_length": _int_range("max_chain_length", 1, 1000),
+    "drill_every_days": _int_range("drill_every_days", 1, 366),
     "retention_days": _optional(_int_range("retention_days", 1)),
     "retention_full_chains": _optional(_int_range("retention_full_chains", 1, 10000)),
     "expire": _enum("expire", ("apply", "dry_run", "off")),
@@ -665,7 +674,9 @@ _PLATFORM_SPEC: Spec = {"owner": _text("platform.owner"), "email_to": _check_ema
                         "catalog_reconcile_schedule": _schedule("platform.catalog_reconcile_schedule"),
                         "stored_verify_schedule": _schedule("platform.stored_verify_schedule"),
                         "stored_verify_window_days": _int_range("platform.stored_verify_window_days", 1, 366),
-                        "stored_verify_max_mib_per_s": _int_range("platform.stored_verify_max_mib_per_s", 1, 100000)}
+                        "stored_verify_max_mib_per_s": _int_range("platform.stored_verify_max_mib_per_s", 1, 100000),
+                        "drill_schedule": _schedule("platform.drill_schedule"),
+                        "drill_max_per_target": _int_range("platform.drill_max_per_target", 1, 16)}
 _TOP_KEYS = ("defaults", "storages", "instances", "platform", "restore_targets")
 _REQUIRED = ("name", "host", "port", "role", "flavor", "ssh_conn_id", "mysql_conn_id", "owner", "app")
 _BUILTIN_POLICY: dict[str, Any] = {k: v for k, v in asdict(Policy()).items() if k != "backup_enabled"}
@@ -826,7 +837,8 @@ def parse_cmdb(doc: Any, source: str = "<memory>") -> Cmdb:
                 platform.get("stored_verify_schedule", STORED_VERIFY_SCHEDULE),
                 platform.get("stored_verify_window_days", STORED_VERIFY_WINDOW_DAYS),
                 platform.get("stored_verify_max_mib_per_s", STORED_VERIFY_MAX_MIB_PER_S),
-                restore_targets=targets)
+                restore_targets=targets, drill_schedule=platform.get("drill_schedule", DRILL_SCHEDULE),
+                drill_max_per_target=platform.get("drill_max_per_target", DRILL_MAX_PER_TARGET))
 
 
 _COMMAND_MAX = 1000
@@ -888,6 +900,7 @@ _TARGET_SPEC: Spec = {
     "replication_conn_id": _optional(_conn_id("replication_conn_id")),
     "python": _check_python,
     "become": _boolean("become"),
+    "drill": _boolean("drill"),
 }
 _TARGET_REQUIRED = ("name", "host", "port", "ssh_conn_id", "mysql_conn_id", "datadir", "flavor", "stop_command",
                     "start_command")
@@ -958,7 +971,8 @@ def _restore_targets(raw: Any, rows: list[_Row], valid: dict[str, Instance],
             stop_command=values["stop_command"], start_command=values["start_command"], server_id=sid,
             allowed_instances=tuple(values["allowed_instances"]) if values.get("allowed_instances") else None,
             work_dir=values.get("work_dir"), replication_conn_id=values.get("replication_conn_id"),
-            python=values.get("python", "python3"), become=values.get("become", False))
+            python=values.get("python", "python3"), become=values.get("become", False),
+            drill=values.get("drill", False))
     return tuple(sorted(targets.values(), key=lambda t: t.name))
 
 

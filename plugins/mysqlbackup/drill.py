@@ -11,7 +11,8 @@ The planner, per run:
 - Every instance that would be overdue before the next run is *taken* (the deadline is a
   promise), then the run is filled, oldest due first, up to its *share*: the sum over instances
   of ``1 / drill_every_days`` (per run, for a daily run), rounded up, so the load spreads evenly
-  over the days instead of every instance in one night every seventh day.
+  over the days instead of every instance in one night every seventh day. Only an instance at
+  least half its period past its last success fills (a lone instance is not drilled every night).
 - Each taken instance goes to a drill target that allows it (a restore target with
   ``drill: true`` whose ``allowed_instances`` include it), the least loaded first (ties by
   name), at most ``max_per_target`` per run (drills on one target run one after the other).
@@ -115,7 +116,8 @@ def plan_drills(candidates: Iterable[Candidate], now: datetime, run_every: timed
     order = sorted(able, key=lambda c: (due_at(c, now), c.name))
     must = [c for c in order if due_at(c, now) < next_run]
     rest = [c for c in order if due_at(c, now) >= next_run]
-    taken = must + rest[: max(0, plan.share - len(must))]
+    fill = [c for c in rest if due_at(c, now) - now <= timedelta(days=c.every_days / 2)]
+    taken = must + fill[: max(0, plan.share - len(must))]
     load: dict[str, int] = {}
     for c in taken:
         due = due_at(c, now)
@@ -131,7 +133,8 @@ def plan_drills(candidates: Iterable[Candidate], now: datetime, run_every: timed
         target = min(free, key=lambda t: (load.get(t, 0), t))
         load[target] = load.get(target, 0) + 1
         plan.drills.append(Drill(c.name, target, due, why))
-    for c in rest[max(0, plan.share - len(must)):]:
+    chosen = {c.name for c in taken}
+    for c in (c for c in rest if c.name not in chosen):
         plan.deferred.setdefault(c.name, f"not due: due {due_at(c, now):%Y-%m-%d %H:%M} UTC")
     return plan
 

@@ -31,7 +31,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from mysqlbackup.drill import candidates_from, drill_figures, plan_drills, stale
 from mysqlbackup.restore import RestorePlan, RestoreRefused
 from operators.backup import HostScriptOperator, mysql_login
-from operators.restore import RestoreStep, restore_id_for
+from operators.restore import PlanBase, RestoreStep, restore_id_for
 
 PLAN_TASK = "plan_drills"
 DRILL_CHECK_TABLES = 200  # CHECK TABLE on every table up to this many, else on a sample of this many
@@ -68,7 +68,7 @@ class PlanDrillsOperator(HostScriptOperator):
                 "late": plan.late, "skipped": plan.skipped, "planned_at": now.isoformat()}
 
 
-class PlanDrillOperator(HostScriptOperator):
+class PlanDrillOperator(PlanBase):
     """One slot's drill, planned as a restore (XCom: a RestorePlan, with a replay plan when there is one)."""
 
     ui_color = "#eef7e8"
@@ -83,7 +83,6 @@ class PlanDrillOperator(HostScriptOperator):
         return op
 
     def run(self, context: Any) -> dict:
-        from mysqlbackup.cmdb import cmdb_path, load_cmdb
         drills = (context["ti"].xcom_pull(task_ids=PLAN_TASK) or {}).get("drills") or []
         mine = [d for d in drills if d["target"] == self.drill_target]
         if self.slot >= len(mine):
@@ -91,6 +90,19 @@ class PlanDrillOperator(HostScriptOperator):
         drill = mine[self.slot]
         run_id = str(context.get("run_id") or "")
         restore_id = restore_id_for(f"{run_id}/{self.task_id}")
+        try:
+            return self._plan(drill, run_id, restore_id)
+        except Exception as exc:
+            # a drill that cannot even be planned is a failed drill: recorded, so drill_alerts tells the owner
+            now = datetime.now(timezone.utc)
+            self.catalog.record_drill(drill_id=restore_id, instance=drill["instance"], target=self.drill_target,
+                                      run_id=run_id, backup_label=None, kind="full", result="failed", started_at=now,
+                                      rto_seconds=None, rpo_seconds=None, point_time=None,
+                                      details={"why": drill.get("why")}, error=f"plan: {exc}")
+            raise
+
+    def _plan(self, drill: dict, run_id: str, restore_id: str) -> dict:
+        from mysqlbackup.cmdb import cmdb_path, load_cmdb
         cmdb = load_cmdb(cmdb_path())
         inst = cmdb.by_name(drill["instance"])
         if inst is None:
@@ -256,7 +268,12 @@ class DrillAlertsOperator(HostScriptOperator):
         from operators.alerting import send_incident
         cmdb = load_cmdb(cmdb_path())
         run_id = str(context.get("run_id") or "")
-        failed = [d for d in self.catalog.drills(run_id=run_id) if d["result"] != "succeeded"]
+        recorded = self.catalog.drills(run_id=run_id)
+        failed = [d for d in recorded if d["result"] != "succeeded"]
+        plan = context["ti"].xcom_pull(task_ids=PLAN_TASK) or {}
+        seen = {(d["instance"], d["target"]) for d in recorded}
+        failed += [{"instance": d["instance"], "target": d["target"], "error": "the drill stopped before it was recorded"}
+                   for d in plan.get("drills") or [] if (d["instance"], d["target"]) not in seen]
         last = self.catalog.last_successful_drills()
         oldest = {}
         for row in self.catalog.backups(status="usable"):
@@ -265,7 +282,6 @@ class DrillAlertsOperator(HostScriptOperator):
                 oldest[row["instance"]] = when
         now = datetime.now(timezone.utc)
         old = stale(candidates_from(cmdb.instances, cmdb.restore_targets, last, oldest), now)
-        plan = context["ti"].xcom_pull(task_ids=PLAN_TASK) or {}
         for d in failed:
             inst = cmdb.by_name(d["instance"])
             if inst is not None:

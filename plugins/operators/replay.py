@@ -21,8 +21,8 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from mysqlbackup.replay import ReplayPlan, ReplayRefused, ReplayRequest, plan_pitr
-from mysqlbackup.restore import RestorePlan
+from mysqlbackup.replay import ReplayPlan, ReplayRequest, plan_pitr
+from mysqlbackup.restore import RestorePlan, RestoreRefused
 from operators.backup import HostScriptOperator, mysql_login, raise_for
 from operators.restore import RestoreStep, restore_id_for
 
@@ -65,44 +65,51 @@ class PlanPitrOperator(HostScriptOperator):
         restore_id = restore_id_for(run_id)
         cmdb = load_cmdb(cmdb_path())
         try:
-            request = ReplayRequest.parse({**params, **conf}, given=conf.keys())
-            inst = cmdb.by_name(request.instance)
-            target = cmdb.restore_target(request.target)
-            if target is not None:
-                for old in self.catalog.abandon_restores(target.name, keep=restore_id):
-                    self.log.warning("restore %s to %s was left running by a run that stopped: marked failed", old,
-                                     target.name)
-            used = {sid: f"the CMDB instance {name} (as last seen)"
-                    for name, sid in self.catalog.latest_server_ids().items()}
-            known = _source_databases(inst) if (inst is not None and request.databases) else None
-            if request.databases and known is None:
-                self.log.warning("the source's databases could not be read: databases is checked on the restored "
-                                 "server")
-            plan, replay = plan_pitr(request, cmdb, self.catalog.backups(instance=request.instance),
-                                     self.catalog.binlog_files(request.instance),
-                                     self.catalog.archive_state(request.instance), restore_id, used,
-                                     known_databases=known)
-        except ReplayRefused as exc:
+            return plan_pitr_xcom(self, cmdb, {**params, **conf}, restore_id, run_id, given=conf.keys())
+        except RestoreRefused as exc:  # a ReplayRefused, or the full restore's planner refusing
             self.catalog.refuse_restore(restore_id, params.get("instance"), params.get("target"), run_id, str(exc))
             self.log.error("point-in-time restore refused, nothing was touched: %s", exc)
             raise AirflowFailException(f"point-in-time restore refused (nothing was touched): {exc}") from None
-        facts = self.catalog.facts_before(plan.instance, plan.backup_set.chosen.finished_at)
-        data = (facts or {}).get("data_bytes")
-        if isinstance(data, int) and data > 0:
-            from dataclasses import replace
-            plan = replace(plan, data_bytes=data)
-        self.catalog.start_restore(plan.restore_id, plan.instance, plan.target, plan.backup_set.labels, run_id,
-                                   plan.server_id, plan.gtid, kind="pitr")
-        self.log.info("point-in-time restore %s of %s to target %s: %s", plan.restore_id, plan.instance, plan.target,
-                      replay.stop["describe"])
-        self.log.info("backup: %s; set %s", replay.reason, " -> ".join(plan.backup_set.labels))
-        self.log.info("replay (%s) from GTID %s, %d archived file(s) of server %s: %s", replay.mode,
-                      replay.start_gtid, len(replay.files), replay.identity,
-                      ", ".join(f["name"] for f in replay.files))
-        self.log.info("server_id: %s", plan.server_id_reason)
-        for note in (*plan.notes, *replay.notes):
-            self.log.warning("%s", note)
-        return {**plan.as_dict(), "replay": replay.as_dict()}
+
+
+def plan_pitr_xcom(op: Any, cmdb: Any, params: dict, restore_id: str, run_id: str, given: Any = (),
+                   kind: str = "pitr") -> dict:
+    """Plan a point-in-time restore (raises ReplayRefused, touching nothing that could change), record it
+    running; the plan's XCom (RestorePlan.as_dict() plus ``replay``). The drills plan with it too."""
+    request = ReplayRequest.parse(params, given=given)
+    inst = cmdb.by_name(request.instance)
+    target = cmdb.restore_target(request.target)
+    if target is not None:
+        for old in op.catalog.abandon_restores(target.name, keep=restore_id):
+            op.log.warning("restore %s to %s was left running by a run that stopped: marked failed", old,
+                           target.name)
+    used = {sid: f"the CMDB instance {name} (as last seen)"
+            for name, sid in op.catalog.latest_server_ids().items()}
+    known = _source_databases(inst) if (inst is not None and request.databases) else None
+    if request.databases and known is None:
+        op.log.warning("the source's databases could not be read: databases is checked on the restored "
+                       "server")
+    plan, replay = plan_pitr(request, cmdb, op.catalog.backups(instance=request.instance),
+                             op.catalog.binlog_files(request.instance),
+                             op.catalog.archive_state(request.instance), restore_id, used,
+                             known_databases=known)
+    facts = op.catalog.facts_before(plan.instance, plan.backup_set.chosen.finished_at)
+    data = (facts or {}).get("data_bytes")
+    if isinstance(data, int) and data > 0:
+        from dataclasses import replace
+        plan = replace(plan, data_bytes=data)
+    op.catalog.start_restore(plan.restore_id, plan.instance, plan.target, plan.backup_set.labels, run_id,
+                             plan.server_id, plan.gtid, kind=kind)
+    op.log.info("point-in-time restore %s of %s to target %s: %s", plan.restore_id, plan.instance, plan.target,
+                replay.stop["describe"])
+    op.log.info("backup: %s; set %s", replay.reason, " -> ".join(plan.backup_set.labels))
+    op.log.info("replay (%s) from GTID %s, %d archived file(s) of server %s: %s", replay.mode,
+                replay.start_gtid, len(replay.files), replay.identity,
+                ", ".join(f["name"] for f in replay.files))
+    op.log.info("server_id: %s", plan.server_id_reason)
+    for note in (*plan.notes, *replay.notes):
+        op.log.warning("%s", note)
+    return {**plan.as_dict(), "replay": replay.as_dict()}
 
 
 class ReplayStep(RestoreStep):
@@ -116,6 +123,11 @@ class ReplayStep(RestoreStep):
 
     def run(self, context: Any) -> Any:
         plan = self.plan(context)
+        raw = context["ti"].xcom_pull(task_ids=self.plan_task_id) or {}
+        if raw.get("drill") and not raw.get("replay"):
+            # a drill of an instance without a binlog archive restores its newest backup: nothing to replay
+            self.log.info("this drill restores a backup without a roll-forward: nothing to replay")
+            return {"replayed": False}
         started = time.monotonic()
         result = self.act(plan, self.replay_plan(context), context)
         self.record(plan.restore_id, time.monotonic() - started)

@@ -90,8 +90,13 @@ class RestoreStep(HostScriptOperator):
         self.record(plan.restore_id, time.monotonic() - started)
         return result
 
+    def sibling(self, task_id: str) -> str:
+        """The id of a task of this restore (in a drill, restores run in task groups: ``<group>.<task>``)."""
+        group = self.task_id.rpartition(".")[0]
+        return f"{group}.{task_id}" if group else task_id
+
     def record(self, restore_id: str, seconds: float) -> None:
-        self.catalog.restore_step(restore_id, self.task_id, seconds)
+        self.catalog.restore_step(restore_id, self.task_id.rpartition(".")[2], seconds)  # in a drill: no group
 
     def do(self, plan: RestorePlan, context: Any) -> Any:
         raise NotImplementedError
@@ -158,29 +163,36 @@ class PlanRestoreOperator(PlanBase):
         params, conf, run_id, restore_id = self.run_input(context)
         cmdb = load_cmdb(cmdb_path())
         try:
-            request = RestoreRequest.parse({**params, **conf}, given=conf.keys())
-            used = self.claim_target(cmdb.restore_target(request.target), restore_id)
-            rows = self.catalog.backups(instance=request.instance)
-            owners = self.catalog.label_owners(request.backup_label) if request.backup_label else []
-            plan = plan_restore(request, cmdb, rows, restore_id, used, owners)
+            return plan_full_xcom(self, cmdb, {**params, **conf}, restore_id, run_id, given=conf.keys())
         except RestoreRefused as exc:
             self.catalog.refuse_restore(restore_id, params.get("instance"), params.get("target"), run_id, str(exc))
             self.log.error("restore refused, nothing was touched: %s", exc)
             raise AirflowFailException(f"restore refused (nothing was touched): {exc}") from None
-        facts = self.catalog.facts_before(plan.instance, plan.backup_set.chosen.finished_at)
-        data = (facts or {}).get("data_bytes")
-        if isinstance(data, int) and data > 0:
-            from dataclasses import replace
-            plan = replace(plan, data_bytes=data)
-        self.catalog.start_restore(plan.restore_id, plan.instance, plan.target, plan.backup_set.labels, run_id,
-                                   plan.server_id, plan.gtid)
-        self.log.info("restore %s: %s -> target %s (%s:%s, datadir %s)", plan.restore_id, plan.instance, plan.target,
-                      plan.target_spec["host"], plan.target_spec["port"], plan.target_spec["datadir"])
-        self.log.info("backup set (%s): %s", plan.backup_set.reason, " -> ".join(plan.backup_set.labels))
-        self.log.info("server_id: %s", plan.server_id_reason)
-        for note in plan.notes:
-            self.log.warning("%s", note)
-        return plan.as_dict()
+
+
+def plan_full_xcom(op: PlanBase, cmdb: Any, params: dict, restore_id: str, run_id: str, given: Any = (),
+                   kind: str = "full") -> dict:
+    """Plan a full restore (raises RestoreRefused, touching nothing), record it running; the plan's XCom.
+    (The drills plan their restores with it too.)"""
+    request = RestoreRequest.parse(params, given=given)
+    used = op.claim_target(cmdb.restore_target(request.target), restore_id)
+    rows = op.catalog.backups(instance=request.instance)
+    owners = op.catalog.label_owners(request.backup_label) if request.backup_label else []
+    plan = plan_restore(request, cmdb, rows, restore_id, used, owners)
+    facts = op.catalog.facts_before(plan.instance, plan.backup_set.chosen.finished_at)
+    data = (facts or {}).get("data_bytes")
+    if isinstance(data, int) and data > 0:
+        from dataclasses import replace
+        plan = replace(plan, data_bytes=data)
+    op.catalog.start_restore(plan.restore_id, plan.instance, plan.target, plan.backup_set.labels, run_id,
+                             plan.server_id, plan.gtid, kind=kind)
+    op.log.info("restore %s: %s -> target %s (%s:%s, datadir %s)", plan.restore_id, plan.instance, plan.target,
+                plan.target_spec["host"], plan.target_spec["port"], plan.target_spec["datadir"])
+    op.log.info("backup set (%s): %s", plan.backup_set.reason, " -> ".join(plan.backup_set.labels))
+    op.log.info("server_id: %s", plan.server_id_reason)
+    for note in plan.notes:
+        op.log.warning("%s", note)
+    return plan.as_dict()
 
 
 class CheckTargetOperator(RestoreStep):
@@ -294,7 +306,7 @@ class VerifyRestoredOperator(RestoreStep):
     def do(self, plan: RestorePlan, context: Any) -> dict:
         observed = self.target_call(plan, "verify", *self.where(plan, work=False), "--flavor", plan.flavor,
                                     *self.ids(plan), "--gtid", plan.gtid or "", stdin=self.admin_login(plan))
-        prepared = context["ti"].xcom_pull(task_ids="prepare") or {}
+        prepared = context["ti"].xcom_pull(task_ids=self.sibling("prepare")) or {}
         diffs, notes = compare_restored(plan, prepared, observed)
         for note in notes:
             self.log.warning("%s", note)
@@ -313,6 +325,11 @@ class FinishOperator(RestoreStep):
     def do(self, plan: RestorePlan, context: Any) -> dict:
         summary = {"backup_labels": plan.backup_set.labels, "gtid": plan.gtid, "server_id": plan.server_id,
                    "instance": plan.instance}
+        replayed = _replayed(self, context)
+        if replayed:  # a point-in-time restore: the server is at the point reached, not at the backup
+            summary.update(gtid=replayed.get("gtid_slave_pos") or replayed.get("state_after") or plan.gtid,
+                           point_reached={k: replayed.get(k) for k in ("last_gtid", "last_position", "last_event_at",
+                                                                       "transactions")})
         return self.target_call(plan, "finish", *self.where(plan, server=False), *self.ids(plan), "--summary",
                                 json.dumps(summary, separators=(",", ":")))
 
@@ -332,14 +349,29 @@ class ReportOperator(RestoreStep):
                   "binlog": f"{chosen.binlog_file}:{chosen.binlog_pos}" if chosen.binlog_file else None,
                   "server_id": plan.server_id, "steps": steps,
                   "seconds": round(sum(s for _, s in steps), 3)}
-        self.catalog.finish_restore(plan.restore_id, "succeeded", result=report)
+        replayed = _replayed(self, context)
+        if replayed:
+            report.update(replay=replayed, gtid=replayed.get("gtid_slave_pos") or plan.gtid)
+        self.catalog.finish_restore(plan.restore_id, "succeeded", result={**(row.get("result") or {}), **report})
         self.log.info("restored %s from backup %s (%s) to %s (%s:%s, %s), server_id %s, GTID %s", plan.instance,
                       chosen.label, " -> ".join(plan.backup_set.labels), plan.target, t["host"], t["port"],
                       t["datadir"], plan.server_id, plan.gtid)
         for name, seconds in steps:
             self.log.info("  %-16s %8.1f s", name, seconds)
         self.log.info("  %-16s %8.1f s", "total", report["seconds"])
+        if replayed:
+            self.log.info("point reached: %s transaction(s) replayed, last GTID %s at %s, event time %s",
+                          replayed.get("transactions"), replayed.get("last_gtid"), replayed.get("last_position"),
+                          replayed.get("last_event_at"))
         return report
+
+
+def _replayed(step: RestoreStep, context: Any) -> dict | None:
+    """What the ``replay`` task of this restore reached (None: a restore without a replay)."""
+    raw = context["ti"].xcom_pull(task_ids=step.plan_task_id) or {}
+    if not raw.get("replay"):
+        return None
+    return context["ti"].xcom_pull(task_ids=step.sibling("replay")) or None
 
 
 class MakeReplicaOperator(RestoreStep):

@@ -217,3 +217,36 @@ def test_bad_params_are_refused_in_plan_with_nothing_touched(chain):
         row = c.catalog().restores(target="sandbox_target")[0]
         assert row["status"] == "refused" and field in row["error"], row["error"]
     assert sorted(p.name for p in t.iterdir()) == before and t.stat().st_mtime_ns == mtime
+
+
+def test_a_drill_restores_the_instance_checks_it_and_records_its_rto(chain):
+    c = chain
+    doc = yaml.safe_load(c.cmdb_file.read_text())
+    doc["restore_targets"][0]["drill"] = True
+    doc.setdefault("platform", {})["drill_max_per_target"] = 1
+    c.cmdb_file.write_text(yaml.safe_dump(doc))
+    try:
+        started = datetime.now(timezone.utc)
+        state, tasks = c.run("mysql_restore_drill")
+        assert state == "success", tasks
+        for step in ("plan", "transfer", "verify_restored", "replay", "finish", "check_restored", "record"):
+            assert tasks[f"sandbox_target_1.{step}"] == "success", (step, tasks)
+        drills = c.catalog().drills(instance="sandbox")
+        assert len(drills) == 1
+        d = drills[0]
+        assert d["result"] == "succeeded" and d["target"] == "sandbox_target" and d["error"] is None
+        assert d["backup_label"] == c.points[-1]["label"]
+        assert d["rto_seconds"] > 0 and d["rpo_seconds"] is not None and d["rpo_seconds"] >= 0
+        steps = [s for s, _ in d["details"]["steps"]]
+        assert steps[:3] == ["check_target", "stop_target", "transfer"] and "check_restored" in steps
+        check = d["details"]["check"]
+        assert check["checked"] == check["tables"] > 0 and check["check_errors"] == [] and check["source_reachable"]
+        assert dataset.checksums(_restored(c)) == c.points[-1]["checksums"]
+        assert c.catalog().last_successful_drills()["sandbox"] >= started.replace(microsecond=0) - timedelta(seconds=1)
+        # the next run: nothing is due (drilled just now), nothing restored, no alert
+        state, tasks = c.run("mysql_restore_drill")
+        assert state == "success", tasks
+        assert tasks["sandbox_target_1.plan"] == "skipped" and tasks["drill_alerts"] == "success"
+        assert len(c.catalog().drills(instance="sandbox")) == 1
+    finally:
+        c.write_cmdb()

@@ -103,3 +103,64 @@ def test_figures():
 def test_bad_capacity():
     with pytest.raises(ValueError, match="at least 1"):
         plan_drills([], NOW, max_per_target=0)
+
+
+# --- the CMDB fields and the DAG's shape -------------------------------------------------------------
+
+
+def _drill_cmdb(**platform):
+    from test_restore_plan import cmdb as restore_cmdb, target  # the restore planner's CMDB builders
+    from mysqlbackup.cmdb import parse_cmdb
+    c = restore_cmdb(targets=[target(), target("d1", host="10.0.9.3", drill=True),
+                              target("d2", host="10.0.9.4", drill=True, allowed_instances=["billing"])])
+    if not platform:
+        return c
+    from test_restore_plan import DEFAULTS, inst
+    return parse_cmdb({"defaults": DEFAULTS, "platform": dict(platform), "instances": [inst("shop"), inst("billing", host="10.0.0.7")],
+                       "restore_targets": [target("d1", host="10.0.9.3", drill=True)]})
+
+
+def test_cmdb_drill_fields():
+    c = _drill_cmdb()
+    assert not c.errors, c.errors
+    assert [t.name for t in c.restore_targets if t.drill] == ["d1", "d2"]
+    assert c.drill_max_per_target == 2 and c.drill_schedule == "0 5 * * *"
+    assert all(i.policy.drill_every_days == 7 for i in c.instances)
+    bad = _drill_cmdb(drill_max_per_target=0, drill_schedule="sometimes")
+    fields = {e.field for e in bad.errors}
+    assert {"platform.drill_max_per_target", "platform.drill_schedule"} <= fields, bad.errors
+
+
+def test_the_drill_dag_runs_the_restore_steps_per_target_and_slot(monkeypatch):
+    from dag_render import render_all
+    c = _drill_cmdb()
+    dag = render_all(c)["mysql_restore_drill"]
+    ids = {t.task_id for t in dag.tasks}
+    for group in ("d1_1", "d1_2", "d2_1", "d2_2"):
+        for step in ("plan", "check_target", "stop_target", "transfer", "prepare", "copy_back", "fix_ownership",
+                     "start_target", "verify_restored", "fetch_binlogs", "replay", "finish", "report",
+                     "check_restored", "record"):
+            assert f"{group}.{step}" in ids, (group, step)
+    # slots of one target run one after the other, whatever the first did
+    second = dag.get_task("d1_2.plan")
+    assert "d1_1.record" in second.upstream_task_ids and second.trigger_rule == "all_done"
+    assert dag.get_task("d1_1.record").trigger_rule == "all_done"
+    assert {"d1_2.record", "d2_2.record"} <= dag.get_task("drill_alerts").upstream_task_ids
+    # every restore step reads its own slot's plan
+    assert dag.get_task("d2_1.verify_restored").plan_task_id == "d2_1.plan"
+    # no drill target: no drill DAG
+    from test_restore_plan import cmdb as restore_cmdb
+    assert "mysql_restore_drill" not in render_all(restore_cmdb())
+
+
+def test_a_lone_instance_is_not_drilled_every_night():
+    days = []
+    last = None
+    for day in range(21):
+        now = NOW + day * DAY
+        plan = plan_drills([Candidate("db1", every_days=7, targets=("t1",), last_success=last)], now)
+        if plan.drills:
+            days.append(day)
+            last = now + timedelta(minutes=30)
+    gaps = [b - a for a, b in zip(days, days[1:])]
+    assert days[0] == 0 and all(4 <= g <= 7 for g in gaps), days
