@@ -13,6 +13,9 @@
   flashback          the mysql_flashback run for that DELETE, once (REST), review only
   restore            the mysql_restore_full run of the sandbox to its restore target, once (REST), and
                      CHECKSUM TABLE shop.orders on both
+  pitr               the mysql_restore_pitr run of the sandbox to just before the bad DELETE (stop_datetime,
+                     the DELETE's second), once (REST), and CHECKSUM TABLE shop.orders against its value
+                     before the DELETE
   summary            the sample data, the bad DELETE and how to undo it (CLI and DAG)
 """
 from __future__ import annotations
@@ -31,6 +34,8 @@ from sandbox.servers import MARK_ENV, Sandbox, sweep
 FLASHBACK_DAG = "mysql_flashback"
 RESTORE_DAG = "mysql_restore_full"
 RESTORE_RECORD = "restore.json"
+PITR_DAG = "mysql_restore_pitr"
+PITR_RECORD = "pitr.json"
 
 
 def err(msg: str) -> None:
@@ -177,6 +182,62 @@ def restore(state: Path, sb: Sandbox, args) -> int:
     return 0
 
 
+def pitr(state: Path, sb: Sandbox, args) -> int:
+    """Restore the sandbox to just before its bad DELETE once (the archive rolls the backup forward)."""
+    from sandbox import sample as sample_data
+    from sandbox.airflow_api import AirflowError
+    from sandbox.servers import MariaDB
+    rec_path = state / PITR_RECORD
+    if rec_path.exists():
+        err(f"{PITR_DAG} ran already (run {json.loads(rec_path.read_text())['run_id']})")
+        return 0
+    delete_path = state / sample_data.DELETE_RECORD
+    if not delete_path.exists():
+        err("no bad DELETE recorded: nothing to restore to just before")
+        return 0
+    bad = json.loads(delete_path.read_text())
+    api = _api(args)
+    run_id = f"demo_pitr__{datetime_now()}"
+    conf = {"instance": "sandbox", "target": "sandbox_target", "overwrite": True,
+            "stop_datetime": bad["start_utc"][:19].replace("T", " ")}
+    err(f"triggering {PITR_DAG} (run {run_id}): sandbox to just before the bad DELETE ({conf['stop_datetime']} UTC)")
+    try:
+        api.wait_dag(PITR_DAG, 240)
+        final = api.run(PITR_DAG, run_id, conf, timeout=args.timeout)
+        err(f"run {run_id}: {final}")
+        if final != "success":
+            return 1
+        report = api.xcom(PITR_DAG, run_id, "report")
+    except AirflowError as exc:
+        err(f"ERROR: {exc}")
+        return 2
+    target = MariaDB("target", sb.target.base, sb.target.port, 0)
+    rec = {"run_id": run_id, "conf": conf, "report": report, "checksum_before": bad.get("orders_checksum_before"),
+           "checksum_target": target.sql("CHECKSUM TABLE shop.orders EXTENDED")[0][1],
+           "checksum_source": sb.source.sql("CHECKSUM TABLE shop.orders EXTENDED")[0][1]}
+    rec_path.write_text(json.dumps(rec, indent=2, default=str) + "\n")
+    return 0
+
+
+def _pitr_summary(state: Path, pad: str) -> None:
+    rec_path = state / PITR_RECORD
+    if not rec_path.exists():
+        return
+    rec = json.loads(rec_path.read_text())
+    r = rec.get("report") or {}
+    rp = r.get("replay") or {}
+    print(f"PITR:          {PITR_DAG} run {rec['run_id']}: {r.get('instance')} to stop_datetime "
+          f"{rec['conf']['stop_datetime']} UTC (the bad DELETE's second, exclusive) -> {r.get('target')}, "
+          f"{r.get('seconds')} s")
+    reached = (f"point reached: GTID {rp.get('last_gtid')} at {rp.get('last_position')}, event time "
+               f"{rp.get('last_event_at')}" if rp.get("transactions") else "nothing after the backup to replay")
+    print(f"{pad}from backup {r.get('backup_label')}, {rp.get('transactions')} transaction(s) replayed "
+          f"({rp.get('mode')}); {reached}")
+    same = "equal" if rec["checksum_before"] == rec["checksum_target"] else "DIFFERENT"
+    print(f"{pad}CHECKSUM TABLE shop.orders: before the DELETE {rec['checksum_before']}, restored "
+          f"{rec['checksum_target']} ({same}); the source now {rec['checksum_source']}")
+
+
 def datetime_now() -> str:
     from datetime import datetime, timezone
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
@@ -226,6 +287,7 @@ def summary(state: Path, sb: Sandbox, args) -> None:
         print(f"{pad}{run['stored']}")
     _archive_summary(sb, pad)
     _restore_summary(state, sb, pad)
+    _pitr_summary(state, pad)
 
 
 def _archive_summary(sb: Sandbox, pad: str) -> None:
@@ -255,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("action", choices=["up", "down", "status", "reset", "connections", "airflow-setup", "airflow-run",
-                                       "bad-delete", "flashback", "restore", "summary"])
+                                       "bad-delete", "flashback", "restore", "pitr", "summary"])
     ap.add_argument("dag_id", nargs="?", help="with airflow-run: the DAG")
     ap.add_argument("--out", help="with connections: file to write (0600) for `airflow connections import`")
     ap.add_argument("--dir", default=".sandbox", help="state directory (default .sandbox)")
@@ -322,6 +384,8 @@ def main(argv: list[str] | None = None) -> int:
         return flashback(state, args)
     elif args.action == "restore":
         return restore(state, sb, args)
+    elif args.action == "pitr":
+        return pitr(state, sb, args)
     elif args.action == "summary":
         summary(state, sb, args)
     return 0

@@ -10,6 +10,7 @@ is done.
 from __future__ import annotations
 
 import json
+import time
 import os
 import random
 import shlex
@@ -27,6 +28,7 @@ FLASHBACK_OUT = "flashback/undo-bad-delete.sql"
 # the "bad" change: a clean-up meant for one test customer's cancelled orders, run without its
 # customer filter
 BAD_DELETE = "DELETE FROM shop.orders WHERE status = 'cancelled'"
+WORK_BEFORE_DELETE = 40  # orders shipped after the backup, before the bad DELETE
 
 SCHEMA = [
     """CREATE TABLE customers (
@@ -182,6 +184,14 @@ def bad_delete(sb: Sandbox, log=print) -> dict:
     conn = sb.source.connect(autocommit=False)
     try:
         with conn.cursor() as cur:
+            # the day's work between the backup and the mistake: orders shipped, one transaction each (what a
+            # point-in-time restore to just before the DELETE replays)
+            cur.execute("SELECT id FROM shop.orders WHERE status = 'paid' ORDER BY id LIMIT %s", (WORK_BEFORE_DELETE,))
+            for (oid,) in cur.fetchall():
+                cur.execute("UPDATE shop.orders SET status = 'shipped' WHERE id = %s", (oid,))
+                conn.commit()
+            # the DELETE in a later second than that work (a stop_datetime is to the second)
+            time.sleep(1.05 - (time.time() % 1.0))
             cur.execute("CHECKSUM TABLE shop.orders EXTENDED")
             checksum = cur.fetchone()[1]
             cur.execute("SELECT COUNT(*) FROM shop.orders")

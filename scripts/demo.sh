@@ -239,9 +239,11 @@ main() {
       run_incremental
       sandbox flashback || { print_summary; die "the flashback DAG failed: open the UI, or see ${AIRFLOW_HOME}/logs"; }
       sandbox restore || { print_summary; die "the restore DAG failed: open the UI, or see ${AIRFLOW_HOME}/logs"; }
-      # the archive's supervisor runs every minute; one run now, so the summary shows the archive
+      # the archive's supervisor runs every minute; one run now, so the summary shows the archive and the
+      # point-in-time restore finds the bad DELETE's binlog catalogued
       sandbox airflow-run mysql_binlog__sandbox --run-id "demo_archive__$(date -u +%Y%m%dT%H%M%S)" --timeout 300 \
         >/dev/null || log "the binlog archive's supervisor run failed: see the mysql_binlog__sandbox DAG in the UI"
+      sandbox pitr || { print_summary; die "the point-in-time restore DAG failed: open the UI, or see ${AIRFLOW_HOME}/logs"; }
       print_summary
       ;;
     stop) demo_env; stop_all; log "stopped (the data stays; scripts/demo.sh reset deletes it)" ;;
