@@ -288,6 +288,26 @@ def summary(state: Path, sb: Sandbox, args) -> None:
     _archive_summary(sb, pad)
     _restore_summary(state, sb, pad)
     _pitr_summary(state, pad)
+    _drill_summary(pad)
+
+
+def _drill_summary(pad: str) -> None:
+    """The newest restore drill (mysql_restore_drill: daily, and once by the demo)."""
+    try:
+        from mysqlbackup.catalog import Catalog
+        with Catalog() as cat:
+            drills = cat.drills()
+    except Exception as exc:  # noqa: BLE001 - a summary line, never a failure
+        print(f"Drill:         not readable ({exc})")
+        return
+    if not drills:
+        return
+    d = drills[0]
+    check = (d.get("details") or {}).get("check") or {}
+    print(f"Drill:         mysql_restore_drill: {d['instance']} on {d['target']} {d['result']} ({d['kind']}, backup "
+          f"{d['backup_label']}): RTO {d['rto_seconds']} s, RPO {d['rpo_seconds']} s (point {d['point_time']})")
+    print(f"{pad}CHECK TABLE on {check.get('checked')} of {check.get('tables')} tables: "
+          f"{'; '.join(check.get('check_errors') or []) or 'all OK'}; {check.get('rows')} rows")
 
 
 def _archive_summary(sb: Sandbox, pad: str) -> None:

@@ -547,7 +547,7 @@ class Sandbox:
                 "datadir": self.target.datadir, "flavor": "mariadb",
                 "stop_command": ctl + f"stop --base {self.target.base}",
                 "start_command": ctl + f"start --base {self.target.base} --port {self.target.port}",
-                "server_id": None}
+                "server_id": None, "drill": True}
 
     def stop_target(self) -> None:
         """Stop a server a restore started on the target (its pid file), if one runs."""

@@ -244,6 +244,12 @@ main() {
       sandbox airflow-run mysql_binlog__sandbox --run-id "demo_archive__$(date -u +%Y%m%dT%H%M%S)" --timeout 300 \
         >/dev/null || log "the binlog archive's supervisor run failed: see the mysql_binlog__sandbox DAG in the UI"
       sandbox pitr || { print_summary; die "the point-in-time restore DAG failed: open the UI, or see ${AIRFLOW_HOME}/logs"; }
+      # one restore drill now (it runs daily): the sandbox is never drilled yet, so it is due
+      if [ ! -e "${STATE}/drill.done" ]; then
+        sandbox airflow-run mysql_restore_drill --run-id "demo_drill__$(date -u +%Y%m%dT%H%M%S)" --timeout 900 \
+          >/dev/null && touch "${STATE}/drill.done" \
+          || log "the restore drill failed: see the mysql_restore_drill DAG in the UI"
+      fi
       print_summary
       ;;
     stop) demo_env; stop_all; log "stopped (the data stays; scripts/demo.sh reset deletes it)" ;;

@@ -237,8 +237,13 @@ class RecordDrillOperator(HostScriptOperator):
         row = self.catalog.restore(plan.restore_id) or {}
         check = ti.xcom_pull(task_ids=self.check_task_id)
         replayed = (raw.get("replay") and (row.get("result") or {}).get("replay")) or None
-        point = (replayed or {}).get("time") if replayed else None
-        if point is None and not raw.get("replay"):
+        # the point the restored server is exact to: a replay that succeeded reached its recovery target (every
+        # transaction before the archive's newest point replayed); without a replay, the backup's finish
+        point = None
+        if raw.get("replay"):
+            if replayed:
+                point = ((raw["replay"].get("stop") or {}).get("stop_datetime") or replayed.get("last_event_at"))
+        else:
             point = plan.backup_set.chosen.finished_at
         started = _utc(drill.get("started_at")) or datetime.now(timezone.utc)
         figures = drill_figures(row.get("steps") or [], started, _utc(point))
