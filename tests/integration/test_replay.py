@@ -385,3 +385,16 @@ def test_the_dag_restores_the_replicas_backup_and_replays_the_archive_to_the_tar
         dr, tasks = _dag_run("mysql_restore_pitr", {"instance": "sandbox", "target": "sandbox_target", **bad})
         assert dr.state == "failed" and tasks["plan"] == "failed" and tasks["check_target"] != "success"
     assert restored.sql("CHECKSUM TABLE pitr.t EXTENDED")[0][1] == want
+
+    # a restore drill (the sandbox's target is a drill target): a point-in-time restore to the archive's newest
+    # point, so the restored server holds what the source holds now (the DELETE included)
+    now_sum = src.sql("CHECKSUM TABLE pitr.t EXTENDED")[0][1]
+    dr, tasks = _dag_run("mysql_restore_drill")
+    assert dr.state == "success", tasks
+    assert tasks["sandbox_target_1.replay"] == "success" and tasks["sandbox_target_1.check_restored"] == "success"
+    assert restored.sql("CHECKSUM TABLE pitr.t EXTENDED")[0][1] == now_sum
+    with e.catalog() as cat:
+        d = cat.drills(instance="sandbox")[0]
+    assert d["result"] == "succeeded" and d["kind"] == "pitr" and d["point_time"] is not None
+    assert d["rto_seconds"] > 0 and 0 <= d["rpo_seconds"] < 3600
+    assert "replay" in [s for s, _ in d["details"]["steps"]]
