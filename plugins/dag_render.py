@@ -266,26 +266,37 @@ def flashback_dag(cmdb: Cmdb) -> DAG:
 RESTORE_FULL_DAG_ID = "mysql_restore_full"
 
 
-def restore_full_params(cmdb: Cmdb) -> dict:
-    """The trigger form of mysql_restore_full: instance, target, which backup, and the two switches (off)."""
+def _restore_where(cmdb: Cmdb, what: str) -> dict:
+    """The params every restore form starts with: which instance (``what``: its description), to which target."""
     from airflow.sdk import Param
     names = [i.name for i in cmdb.instances]
     targets = [t.name for t in cmdb.restore_targets]
     return {
-        "instance": Param(names[0], type="string", enum=names,
-                          description="Required: the CMDB instance whose backup is restored."),
+        "instance": Param(names[0], type="string", enum=names, description=f"Required: {what}"),
         "target": Param(targets[0], type="string", enum=targets,
                         description="Required: where to restore, a host declared in the CMDB's restore_targets "
                                     "(never a CMDB instance). Its datadir is replaced."),
+    }
+
+
+def _overwrite_param():
+    from airflow.sdk import Param
+    return Param(False, type="boolean", description="Replace a target datadir that is not empty. Off (the default): "
+                                                    "such a target is refused before anything is touched.")
+
+
+def restore_full_params(cmdb: Cmdb) -> dict:
+    """The trigger form of mysql_restore_full: instance, target, which backup, and the two switches (off)."""
+    from airflow.sdk import Param
+    return {
+        **_restore_where(cmdb, "the CMDB instance whose backup is restored."),
         "backup_date": Param(None, type=["null", "string"], format="date", pattern=P.DATE, maxLength=10,
                              description="The UTC day the backup finished: the newest restorable backup of that day "
                                          "is restored (with every link of its chain). Empty: the newest restorable "
                                          "backup. Not together with backup_label."),
         "backup_label": _opt(P.LABEL, 64, f"One backup by its label ({P.HINTS[P.LABEL]}); empty: by backup_date, "
                                           "else the newest."),
-        "overwrite": Param(False, type="boolean",
-                           description="Replace a target datadir that is not empty. Off (the default): such a "
-                                       "target is refused before anything is touched."),
+        "overwrite": _overwrite_param(),
         "make_replica_of_source": Param(False, type="boolean",
                                         description="After a successful restore, make the restored server a GTID "
                                                     "replica of the instance's primary."),
@@ -322,14 +333,8 @@ def restore_pitr_params(cmdb: Cmdb) -> dict:
     """The trigger form of mysql_restore_pitr: instance, target, exactly one recovery target, databases, mode."""
     from airflow.sdk import Param
     from mysqlbackup.replay import MODE_LABELS, MODES
-    names = [i.name for i in cmdb.instances]
-    targets = [t.name for t in cmdb.restore_targets]
     return {
-        "instance": Param(names[0], type="string", enum=names,
-                          description="Required: the CMDB instance to restore to a point in time."),
-        "target": Param(targets[0], type="string", enum=targets,
-                        description="Required: where to restore, a host declared in the CMDB's restore_targets "
-                                    "(never a CMDB instance). Its datadir is replaced."),
+        **_restore_where(cmdb, "the CMDB instance to restore to a point in time."),
         "stop_datetime": _opt(P.DATETIME, 40, f"Recovery target as a time, to the second ({P.HINTS[P.DATETIME]}), "
                                               "EXCLUSIVE: every transaction before it is replayed, the first one "
                                               "with an event at or after it (the bad statement's time) and all later "
@@ -348,9 +353,7 @@ def restore_pitr_params(cmdb: Cmdb) -> dict:
         "replay_mode": Param("applier", type="string", enum=list(MODES), values_display=MODE_LABELS,
                              description="How the binlogs are applied; both are exact (no transaction twice, "
                                          "none skipped, none cut)."),
-        "overwrite": Param(False, type="boolean",
-                           description="Replace a target datadir that is not empty. Off (the default): such a "
-                                       "target is refused before anything is touched."),
+        "overwrite": _overwrite_param(),
     }
 
 

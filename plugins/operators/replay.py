@@ -23,8 +23,8 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from mysqlbackup.replay import ReplayPlan, ReplayRequest, plan_pitr
 from mysqlbackup.restore import RestorePlan, RestoreRefused
-from operators.backup import HostScriptOperator, mysql_login, raise_for
-from operators.restore import RestoreStep, restore_id_for
+from operators.backup import mysql_login, raise_for
+from operators.restore import PlanBase, RestoreStep
 
 SCRIPT = "replay.py"
 
@@ -51,18 +51,14 @@ def _source_databases(inst) -> list[str] | None:
         return None
 
 
-class PlanPitrOperator(HostScriptOperator):
+class PlanPitrOperator(PlanBase):
     """The run's params -> RestorePlan + ReplayPlan (XCom). A refusal fails the run naming the param."""
 
     ui_color = "#fdf0e6"
 
     def run(self, context: Any) -> dict:
         from mysqlbackup.cmdb import cmdb_path, load_cmdb
-        params = dict(context.get("params") or {})
-        dag_run = context.get("dag_run")
-        conf = dict(getattr(dag_run, "conf", None) or {})
-        run_id = str(context.get("run_id") or "")
-        restore_id = restore_id_for(run_id)
+        params, conf, run_id, restore_id = self.run_input(context)
         cmdb = load_cmdb(cmdb_path())
         try:
             return plan_pitr_xcom(self, cmdb, {**params, **conf}, restore_id, run_id, given=conf.keys())
@@ -72,19 +68,13 @@ class PlanPitrOperator(HostScriptOperator):
             raise AirflowFailException(f"point-in-time restore refused (nothing was touched): {exc}") from None
 
 
-def plan_pitr_xcom(op: Any, cmdb: Any, params: dict, restore_id: str, run_id: str, given: Any = (),
+def plan_pitr_xcom(op: PlanBase, cmdb: Any, params: dict, restore_id: str, run_id: str, given: Any = (),
                    kind: str = "pitr") -> dict:
     """Plan a point-in-time restore (raises ReplayRefused, touching nothing that could change), record it
     running; the plan's XCom (RestorePlan.as_dict() plus ``replay``). The drills plan with it too."""
     request = ReplayRequest.parse(params, given=given)
     inst = cmdb.by_name(request.instance)
-    target = cmdb.restore_target(request.target)
-    if target is not None:
-        for old in op.catalog.abandon_restores(target.name, keep=restore_id):
-            op.log.warning("restore %s to %s was left running by a run that stopped: marked failed", old,
-                           target.name)
-    used = {sid: f"the CMDB instance {name} (as last seen)"
-            for name, sid in op.catalog.latest_server_ids().items()}
+    used = op.claim_target(cmdb.restore_target(request.target), restore_id)
     known = _source_databases(inst) if (inst is not None and request.databases) else None
     if request.databases and known is None:
         op.log.warning("the source's databases could not be read: databases is checked on the restored "
