@@ -42,6 +42,16 @@ def _utc(value: Any) -> datetime | None:
     return to_datetime(value)
 
 
+def _candidates(catalog: Any, cmdb: Any) -> list:
+    """The planner's view of every instance: its last successful drill and its oldest usable backup."""
+    oldest: dict[str, datetime] = {}
+    for row in catalog.backups(status="usable"):
+        when = _utc(row.get("finished_at"))
+        if when is not None and (row["instance"] not in oldest or when < oldest[row["instance"]]):
+            oldest[row["instance"]] = when
+    return candidates_from(cmdb.instances, cmdb.restore_targets, catalog.last_successful_drills(), oldest)
+
+
 class PlanDrillsOperator(HostScriptOperator):
     """Which instances this run drills, on which target (no host is touched)."""
 
@@ -50,13 +60,7 @@ class PlanDrillsOperator(HostScriptOperator):
     def run(self, context: Any) -> dict:
         from mysqlbackup.cmdb import cmdb_path, load_cmdb
         cmdb = load_cmdb(cmdb_path())
-        last = self.catalog.last_successful_drills()
-        oldest = {}
-        for row in self.catalog.backups(status="usable"):
-            when = _utc(row.get("finished_at"))
-            if when is not None and (row["instance"] not in oldest or when < oldest[row["instance"]]):
-                oldest[row["instance"]] = when
-        candidates = candidates_from(cmdb.instances, cmdb.restore_targets, last, oldest)
+        candidates = _candidates(self.catalog, cmdb)
         now = datetime.now(timezone.utc)
         plan = plan_drills(candidates, now, max_per_target=cmdb.drill_max_per_target)
         for line in plan.describe():
@@ -115,8 +119,13 @@ class PlanDrillOperator(PlanBase):
         from mysqlbackup.archive import archive_enabled, archived_until
         point = archived_until(state) if archive_enabled(inst) else None
         if point is not None:
+            # everything archived: up to and including the last archived transaction (a stop_datetime is exclusive
+            # and to the second: it would leave out what the archive got in its last second)
+            last = (state or {}).get("last_gtid")
+            stop = {"stop_gtid": last} if last else \
+                {"stop_datetime": point.replace(microsecond=0).strftime("%Y-%m-%d %H:%M:%S")}
             params = {"instance": inst.name, "target": self.drill_target, "overwrite": True, "replay_mode": "applier",
-                      "stop_datetime": point.replace(microsecond=0).strftime("%Y-%m-%d %H:%M:%S")}
+                      **stop}
             try:
                 out = plan_pitr_xcom(self, cmdb, params, restore_id, run_id, kind="drill")
             except RestoreRefused as exc:
@@ -131,6 +140,7 @@ class PlanDrillOperator(PlanBase):
             except RestoreRefused as exc:
                 raise AirflowFailException(f"drill of {inst.name} on {self.drill_target} refused: {exc}") from None
         out["drill"] = {"instance": inst.name, "target": self.drill_target, "why": drill["why"], "notes": notes,
+                        "archived_until": point.isoformat() if point is not None else None,
                         "started_at": datetime.now(timezone.utc).isoformat()}
         return out
 
@@ -242,7 +252,8 @@ class RecordDrillOperator(HostScriptOperator):
         point = None
         if raw.get("replay"):
             if replayed:
-                point = ((raw["replay"].get("stop") or {}).get("stop_datetime") or replayed.get("last_event_at"))
+                point = ((raw["replay"].get("stop") or {}).get("stop_datetime") or drill.get("archived_until")
+                         or replayed.get("last_event_at"))
         else:
             point = plan.backup_set.chosen.finished_at
         started = _utc(drill.get("started_at")) or datetime.now(timezone.utc)
@@ -279,14 +290,8 @@ class DrillAlertsOperator(HostScriptOperator):
         seen = {(d["instance"], d["target"]) for d in recorded}
         failed += [{"instance": d["instance"], "target": d["target"], "error": "the drill stopped before it was recorded"}
                    for d in plan.get("drills") or [] if (d["instance"], d["target"]) not in seen]
-        last = self.catalog.last_successful_drills()
-        oldest = {}
-        for row in self.catalog.backups(status="usable"):
-            when = _utc(row.get("finished_at"))
-            if when is not None and (row["instance"] not in oldest or when < oldest[row["instance"]]):
-                oldest[row["instance"]] = when
         now = datetime.now(timezone.utc)
-        old = stale(candidates_from(cmdb.instances, cmdb.restore_targets, last, oldest), now)
+        old = stale(_candidates(self.catalog, cmdb), now)
         for d in failed:
             inst = cmdb.by_name(d["instance"])
             if inst is not None:
