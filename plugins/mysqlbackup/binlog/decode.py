@@ -405,8 +405,9 @@ class _Gen:
                 e(f"{tgt} = {pfx} + buf[{start}:q].hex() + \"'\"")
         e("p = q")
 
-    def image(self, present: bytes, want: frozenset[int] | None, ind: int) -> list[str]:
-        """Code for one row image; returns the list expression items (one per column)."""
+    def image(self, present: bytes, want: frozenset[int] | None, ind: int, var: str = "v") -> list[str]:
+        """Code for one row image; returns the list expression items (one per column): the
+        variables ``<var><column>`` holding the literals, ``None`` for a column not wanted."""
         cols = self.cols
         idx = [i for i in range(len(cols)) if present[i >> 3] & (1 << (i & 7))]
         nnull = (len(idx) + 7) // 8
@@ -420,7 +421,7 @@ class _Gen:
         for j, i in enumerate(idx):
             c = cols[i]
             wanted = want is None or i in want
-            tgt = f"v{i}" if wanted else None
+            tgt = f"{var}{i}" if wanted else None
             if wanted:
                 items[i] = tgt
             bit = f"n{j >> 3} & {1 << (j & 7)}"
@@ -486,7 +487,21 @@ class RowCodec:
         buf = body if type(body) is bytes else bytes(body)
         return fn(buf, header.rows_offset, len(buf))
 
-    def _build(self, key):
+    def statements(self, body: bytes | memoryview, header: RowsEventHeader, builder) -> list[str]:
+        """One text per row of a rows event, built inside the generated decoder (no per-row
+        lists of literals, no call per row): ``builder`` (a ``flashback.plan.TableSQL``) says
+        which columns it wants (``wants(kind)``) and writes the code that makes the text from
+        the literals' variables (``code(kind, before, after, const)``)."""
+        key = (header.kind, header.present_before, header.present_after, builder)
+        fn = self._cache.get(key)
+        if fn is None:
+            wb, wa = builder.wants(header.kind)
+            fn = self._cache[key] = self._build((header.kind, header.present_before, header.present_after,
+                                                 wb, wa), builder)
+        buf = body if type(body) is bytes else bytes(body)
+        return fn(buf, header.rows_offset, len(buf))
+
+    def _build(self, key, builder=None):
         kind, pb, pa, wb, wa = key
         cols = self._columns()
         ncols = len(cols)
@@ -500,7 +515,18 @@ class RowCodec:
         g.emit(1, "out = []")
         g.emit(1, "append = out.append")
         g.emit(1, "while p < end:")
-        if kind == "update":
+        if builder is not None:
+            # the before image's variables are renamed (b<i>) so that the after image's (v<i>) do not
+            # overwrite them; the builder's code sets ``s``
+            before = after = None
+            if kind != "insert":
+                before = g.image(pb, wb, 2, "b")
+            if kind != "delete":
+                after = g.image(pa, wa, 2)
+            for line in builder.code(kind, before, after, g.const):
+                g.emit(2, line)
+            g.emit(2, "append(s)")
+        elif kind == "update":
             before = g.image(pb, wb, 2)
             g.emit(2, f"b = [{', '.join(before)}]")
             after = g.image(pa, wa, 2)
@@ -519,7 +545,7 @@ class RowCodec:
                        "exec")
         ns = consts
         exec(code, ns)  # noqa: S102 - source built from integers and our own names only
-        self.sources[key] = src
+        self.sources[key if builder is None else key + (builder,)] = src
         return ns["decode_rows"]
 
 

@@ -42,6 +42,100 @@ class TableSQL:
         self._delete_head = f"DELETE FROM {self.target} WHERE "
         self._keyset = frozenset(self.key or ())
 
+    # -- the same statements as code, for the row decoder to generate (binlog.decode.RowCodec.statements) --
+    def wants(self, kind: str) -> tuple[frozenset[int] | None, frozenset[int] | None]:
+        """The columns (before, after) the statements of ``kind`` need decoded; None: all."""
+        if not self.guard_row and self.key and kind != "delete":
+            return None, self._keyset  # key-only mode: the after image's key finds the row
+        return None, None
+
+    def code(self, kind: str, before: list[str] | None, after: list[str] | None, const) -> list[str]:
+        """Python lines setting ``s`` to the statement ``undo_<kind>`` would return, from the
+        variables (or "None") holding each column's literal. Names and text from the table are
+        never spliced into the code: ``const(text)`` gives the name of a global holding it.
+        The same shapes as ``where``/``undo_insert``/``undo_delete``/``undo_update``, which stay
+        the reference (tests compare the two)."""
+        if kind == "insert":
+            return ["s = " + self._concat(self._where_pieces(after, self._delete_head) + [";"], const)]
+        if kind == "delete":
+            cols = self._writable if self._writable is not None else range(len(self.columns))
+            pieces: list[str] = [self._insert_head]
+            for n, i in enumerate(cols):
+                if n:
+                    pieces.append(", ")
+                pieces.append("DEFAULT" if before[i] == "None" else _Var(before[i]))
+            return ["s = " + self._concat(pieces + [");"], const)]
+        if kind != "update":
+            raise ValueError(f"no statement for a rows event of kind {kind!r}")
+        eq, ns = self._eq, self._ns
+        w = self._writable
+        if not self.guard_row:  # key-only mode: set back every column of the before image, find the row by key
+            pieces = [self._update_head]
+            for i, v in enumerate(before):
+                if v != "None" and (w is None or i in w):
+                    if len(pieces) > 1:
+                        pieces.append(", ")
+                    pieces += [eq[i], _Var(v)]
+            return ["s = " + self._concat(self._where_pieces(after, pieces + [" WHERE "]) + [";"], const)]
+        cols = list(w) if w is not None else list(range(len(before)))
+        if any(before[i] == "None" or after[i] == "None" for i in range(len(before))):
+            raise ValueError(f"{self.target}: the guarded UPDATE needs both whole row images")
+        keyset = self._keyset
+        lines = ["S = []"]
+        if self.key:
+            lines.append("C = [" + ", ".join(f"{const(eq[i])} + {after[i]}" for i in self.key) + "]")
+        for i in cols:  # a changed column is set back, and must still hold what the update gave it
+            lines.append(f"if {before[i]} != {after[i]}:")
+            lines.append(f"    S.append({const(eq[i])} + {before[i]})")
+            if self.key and i not in keyset:
+                lines.append(f"    C.append({const(ns[i])} + {after[i]})")
+        # nothing (writable) changed: set back every writable column, the row matched on all of them
+        lines.append("if not S:")
+        lines.append("    S = [" + ", ".join(f"{const(eq[i])} + {before[i]}" for i in cols) + "]")
+        if self.key:
+            lines.append("    C += [" + ", ".join(f"{const(ns[i])} + {after[i]}" for i in cols if i not in keyset)
+                         + "]")
+            cond = f"{const(' AND ')}.join(C)"
+        else:
+            cond = self._concat(self._where_pieces(after, []), const)
+        lines.append(f"s = {const(self._update_head)} + {const(', ')}.join(S) + {const(' WHERE ')} + {cond} + "
+                     f"{const(';')}")
+        return lines
+
+    def _where_pieces(self, values: list[str], head: list | str) -> list:
+        """``where(values)`` as pieces (text, or _Var for a variable), after ``head``."""
+        pieces: list = [head] if isinstance(head, str) else list(head)
+        eq, ns = self._eq, self._ns
+        if self.key:
+            parts = [(eq[i], values[i]) for i in self.key]
+            if self.guard_row:
+                parts += [(ns[i], values[i]) for i in self._rest if values[i] != "None"]
+            tail = ""
+        else:
+            parts = [(ns[i], v) for i, v in enumerate(values) if v != "None"]
+            tail = " LIMIT 1"
+        for n, (prefix, v) in enumerate(parts):
+            pieces += [" AND " + prefix if n else prefix, _Var(v)]
+        if tail:
+            pieces.append(tail)
+        return pieces
+
+    @staticmethod
+    def _concat(pieces: list, const) -> str:
+        """An expression concatenating text pieces (adjacent ones merged, each a global) and variables."""
+        merged: list = []
+        for p in pieces:
+            if not isinstance(p, _Var) and merged and not isinstance(merged[-1], _Var):
+                merged[-1] += p
+            elif p != "":
+                merged.append(p)
+        names = [str(p) if isinstance(p, _Var) else const(p) for p in merged]
+        if not names:
+            return "''"
+        if len(names) <= 4:
+            return " + ".join(names)
+        return "''.join((" + ", ".join(names) + "))"
+
     def where(self, values: Sequence[str | None]) -> str:
         eq, ns = self._eq, self._ns
         if self.key:
@@ -85,3 +179,9 @@ class TableSQL:
         else:
             cond = self.where(after)
         return self._update_head + sets + " WHERE " + cond + ";"
+
+
+class _Var(str):
+    """A variable's name among the text pieces of ``TableSQL.code``."""
+
+    __slots__ = ()

@@ -11,6 +11,8 @@ import os
 import struct
 import tempfile
 from array import array
+from itertools import accumulate
+from operator import add
 from typing import BinaryIO
 
 _U64 = struct.Struct("<Q")
@@ -45,6 +47,23 @@ class Spool:
         self._data.write(data)
         self._data_end += len(data)
         self._n_stmts += 1
+        if len(self._offsets) >= _CHUNK:
+            self._flush_offsets()
+
+    def add_many(self, statements: list[str]) -> None:
+        """``add`` for each statement, in one write: the start offsets are running sums of the
+        lengths (of the characters when the text is ASCII, which its encoded length tells)."""
+        if not statements:
+            return
+        text = "\n".join(statements) + "\n"
+        data = text.encode("utf-8")
+        lengths = map(len, statements) if len(data) == len(text) else (len(t.encode("utf-8")) for t in statements)
+        # start of statement k: the end so far + the lengths before it + one newline each (map stops
+        # with range: the running sum after the last statement is no start)
+        self._offsets.extend(map(add, accumulate(lengths, initial=self._data_end), range(len(statements))))
+        self._data.write(data)
+        self._data_end += len(data)
+        self._n_stmts += len(statements)
         if len(self._offsets) >= _CHUNK:
             self._flush_offsets()
 
