@@ -285,3 +285,39 @@ def test_spool_add_many_equals_add_one_by_one():
             sp.write_reversed(out)
         outs.append(out.getvalue())
     assert outs[0] == outs[1] and b"C \xe8\xa1\xa8;" in outs[1]
+
+
+@pytest.mark.parametrize("raw_equal_means", ["bytes", "never"])
+def test_lazy_guarded_update_code_equals_the_reference(raw_equal_means):
+    """The guarded UPDATE decoding only the columns whose bytes differ (``decode``/``differ``
+    hooks): the same statement as ``undo_update``. ``never``: every column's bytes differ (as
+    when two encodings give one literal), so the literal comparison decides alone."""
+    rnd = random.Random(13)
+    pool = ["1", "-7", "NULL", "'a'", "X'00ff'", "'é'", "2.5"]
+    for _ in range(3000):
+        ncols = rnd.randint(1, 7)
+        cols = [f"c{i}" for i in range(ncols)]
+        key = rnd.choice([None, [0], list(range(min(ncols, 2))), [ncols - 1]])
+        gen = frozenset(rnd.sample(cols, rnd.randint(0, ncols - 1))) if rnd.random() < 0.25 else frozenset()
+        t = TableSQL("s", "t", cols, key, guard_row=True, generated=gen)
+        before = [rnd.choice(pool) for _ in cols]
+        after = [rnd.choice(pool) if rnd.random() < 0.3 else v for v in before]
+        consts: dict = {}
+
+        def const(text):
+            consts[f"K{len(consts)}"] = text
+            return f"K{len(consts) - 1}"
+
+        def decode(image, i):  # the raw value -> its variable; b<i>/v<i> exist only once decoded
+            return [f"b{i} = _b{i}"] if image == "before" else [f"v{i} = _v{i}"]
+
+        def differ(i):
+            return f"_b{i} != _v{i}" if raw_equal_means == "bytes" else "True"
+
+        lines = t.code("update", [f"b{i}" for i in range(ncols)], [f"v{i}" for i in range(ncols)], const,
+                       decode=decode, differ=differ)
+        ns = dict(consts)
+        ns.update({f"_b{i}": v for i, v in enumerate(before)})
+        ns.update({f"_v{i}": v for i, v in enumerate(after)})
+        exec("\n".join(lines), ns)  # noqa: S102 - the code under test
+        assert ns["s"] == t.undo_update(before, after), (cols, key, gen, before, after)

@@ -252,15 +252,16 @@ class _Gen:
             e("    sg = ''")
             h = f"(x >> {8 * fb})" if fb else "x"
             e(f"h = {h}")
-            e(f"{tgt} = \"'%s%02d:%02d:%02d\" % (sg, h >> 12 & 1023, h >> 6 & 63, h & 63)"
-              + self.frac(c.fsp, fb) + " + \"'\"")
+            fmt, arg = self.frac_fmt(c.fsp, fb)  # one format for the whole literal
+            e(f"{tgt} = \"'%s%02d:%02d:%02d{fmt}'\" % (sg, h >> 12 & 1023, h >> 6 & 63, h & 63{arg})")
         elif t == F.MYSQL_TYPE_DATETIME2:
             fb = (c.fsp + 1) // 2
             e(f"x = ifb(buf[{P}:{self.pos(n)}], 'big') - {0x8000000000 << (8 * fb)}")
             e(f"d = x >> {17 + 8 * fb}")
             e(f"h = x >> {8 * fb} & 131071" if fb else "h = x & 131071")
-            e(f"{tgt} = \"'%04d-%02d-%02d %02d:%02d:%02d\" % ((d >> 5) // 13, (d >> 5) % 13, d & 31, "
-              f"h >> 12, h >> 6 & 63, h & 63)" + self.frac(c.fsp, fb) + " + \"'\"")
+            fmt, arg = self.frac_fmt(c.fsp, fb)
+            e(f"{tgt} = \"'%04d-%02d-%02d %02d:%02d:%02d{fmt}'\" % ((d >> 5) // 13, (d >> 5) % 13, d & 31, "
+              f"h >> 12, h >> 6 & 63, h & 63{arg})")
         elif t == F.MYSQL_TYPE_TIMESTAMP2:
             fb = (c.fsp + 1) // 2
             if fb:
@@ -314,6 +315,15 @@ class _Gen:
 
     def member_literal(self, c: _Col, m: bytes) -> str:
         return string_literal(m, self.member_charset(c))
+
+    @staticmethod
+    def frac_fmt(fsp: int, fb: int) -> tuple[str, str]:
+        """The fraction as a part of one format: (format text, ", value") or ("", "")."""
+        if not fsp:
+            return "", ""
+        mask = (1 << (8 * fb)) - 1
+        v = f"((x & {mask}) // 10)" if fsp % 2 else f"(x & {mask})"
+        return f".%0{fsp}d", f", {v}"
 
     @staticmethod
     def frac(fsp: int, fb: int) -> str:
@@ -405,6 +415,68 @@ class _Gen:
                 e(f"{tgt} = {pfx} + buf[{start}:q].hex() + \"'\"")
         e("p = q")
 
+    # -- a whole image walked without decoding, its columns decoded later, on demand --
+    def walk(self, ind: int, start: str, nulls: str) -> None:
+        """Code that steps over a full row image: ``<nulls><b>`` the null-bitmap bytes,
+        ``<start><i>`` where column i's bytes begin (``<start><ncols>``: where the image ends),
+        so that column i's bytes are ``buf[<start>i:<start>i+1]`` (empty when NULL)."""
+        cols = self.cols
+        nnull = (len(cols) + 7) // 8
+        self.off = 0
+        for b in range(nnull):
+            self.emit(ind, f"{nulls}{b} = buf[{self.pos(b)}]")
+        self.off += nnull
+        for i, c in enumerate(cols):
+            bit = f"{nulls}{i >> 3} & {1 << (i & 7)}"
+            self.emit(ind, f"{start}{i} = {self.pos()}")
+            if c.size is not None and not c.nullable:
+                self.off += c.size
+                continue
+            self.flush(ind)
+            step = ind
+            if c.nullable:
+                self.emit(ind, f"if not {bit}:")
+                step = ind + 1
+            if c.size is not None:
+                if c.size:
+                    self.emit(step, f"p += {c.size}")
+                else:
+                    self.emit(step, "pass")
+            else:
+                k = c.prefix
+                self.emit(step, ("p += 1 + buf[p]", "p += 2 + (buf[p] | buf[p+1] << 8)",
+                                 "p += 3 + (buf[p] | buf[p+1] << 8 | buf[p+2] << 16)",
+                                 "p += 4 + U32(buf, p)[0]")[k - 1])
+        self.flush(ind)
+        self.emit(ind, f"{start}{len(cols)} = p")
+
+    def decode_at(self, i: int, start: str, nulls: str, tgt: str) -> list[str]:
+        """Lines (indent 0) decoding column i of a walked image into ``tgt`` (they move p)."""
+        saved, self.lines = self.lines, []
+        c = self.cols[i]
+        self.off = 0
+        self.emit(0, f"p = {start}{i}")
+        ind = 0
+        if c.nullable:
+            self.emit(0, f"if {nulls}{i >> 3} & {1 << (i & 7)}:")
+            self.emit(1, f"{tgt} = 'NULL'")
+            self.emit(0, "else:")
+            ind = 1
+        if c.size is not None:
+            self.fixed_value(c, tgt, ind)
+        else:
+            self.var_value(c, tgt, ind)
+        lines, self.lines = self.lines, saved
+        return lines
+
+    def differ(self, i: int) -> str:
+        """True when column i's bytes (or NULL) differ between the walked before and after images."""
+        c = self.cols[i]
+        raw = f"buf[sb{i}:sb{i + 1}] != buf[sa{i}:sa{i + 1}]"
+        if c.nullable:
+            return f"(nb{i >> 3} ^ na{i >> 3}) & {1 << (i & 7)} or {raw}"
+        return raw
+
     def image(self, present: bytes, want: frozenset[int] | None, ind: int, var: str = "v") -> list[str]:
         """Code for one row image; returns the list expression items (one per column): the
         variables ``<var><column>`` holding the literals, ``None`` for a column not wanted."""
@@ -457,6 +529,14 @@ class _Gen:
                     self.var_value(c, tgt, ind)
         self.flush(ind)
         return items
+
+
+def _full_bitmap(n: int) -> bytes:
+    """The present-columns bitmap of a full image of n columns."""
+    b = bytearray(b"\xff" * ((n + 7) // 8))
+    if n % 8:
+        b[-1] = (1 << (n % 8)) - 1
+    return bytes(b)
 
 
 class RowCodec:
@@ -515,7 +595,26 @@ class RowCodec:
         g.emit(1, "out = []")
         g.emit(1, "append = out.append")
         g.emit(1, "while p < end:")
-        if builder is not None:
+        full = _full_bitmap(ncols)
+        lazy = (builder is not None and kind == "update" and wb is None and wa is None
+                and pb[:nb] == full and pa[:nb] == full and getattr(builder, "lazy_update", False))
+        if lazy:
+            # both images walked first; the builder decodes only the columns it needs (those whose
+            # bytes differ, the key): a column whose bytes are equal has equal literals
+            g.walk(2, "sb", "nb")
+            g.walk(2, "sa", "na")
+
+            def decode(image: str, i: int) -> list[str]:
+                return (g.decode_at(i, "sb", "nb", f"b{i}") if image == "before"
+                        else g.decode_at(i, "sa", "na", f"v{i}"))
+
+            before = [f"b{i}" for i in range(ncols)]
+            after = [f"v{i}" for i in range(ncols)]
+            for line in builder.code(kind, before, after, g.const, decode=decode, differ=g.differ):
+                g.emit(2, line)
+            g.emit(2, f"p = sa{ncols}")
+            g.emit(2, "append(s)")
+        elif builder is not None:
             # the before image's variables are renamed (b<i>) so that the after image's (v<i>) do not
             # overwrite them; the builder's code sets ``s``
             before = after = None

@@ -49,12 +49,23 @@ class TableSQL:
             return None, self._keyset  # key-only mode: the after image's key finds the row
         return None, None
 
-    def code(self, kind: str, before: list[str] | None, after: list[str] | None, const) -> list[str]:
+    lazy_update = True  # the guarded UPDATE can decode only the columns it needs (see ``code``)
+
+    def code(self, kind: str, before: list[str] | None, after: list[str] | None, const, decode=None,
+             differ=None) -> list[str]:
         """Python lines setting ``s`` to the statement ``undo_<kind>`` would return, from the
         variables (or "None") holding each column's literal. Names and text from the table are
         never spliced into the code: ``const(text)`` gives the name of a global holding it.
         The same shapes as ``where``/``undo_insert``/``undo_delete``/``undo_update``, which stay
-        the reference (tests compare the two)."""
+        the reference (tests compare the two).
+
+        With ``decode``/``differ`` (a guarded UPDATE of two whole images, not yet decoded):
+        ``decode("before"|"after", i)`` gives the lines that set column i's variable, and
+        ``differ(i)`` an expression true when column i's bytes differ between the images. Equal
+        bytes make equal literals, so only the columns whose bytes differ are decoded and
+        compared (their literals may still be equal), besides what the WHERE always needs."""
+        if decode is not None and kind == "update" and self.guard_row:
+            return self._lazy_update(before, after, const, decode, differ)
         if kind == "insert":
             return ["s = " + self._concat(self._where_pieces(after, self._delete_head) + [";"], const)]
         if kind == "delete":
@@ -95,6 +106,45 @@ class TableSQL:
         if self.key:
             lines.append("    C += [" + ", ".join(f"{const(ns[i])} + {after[i]}" for i in cols if i not in keyset)
                          + "]")
+            cond = f"{const(' AND ')}.join(C)"
+        else:
+            cond = self._concat(self._where_pieces(after, []), const)
+        lines.append(f"s = {const(self._update_head)} + {const(', ')}.join(S) + {const(' WHERE ')} + {cond} + "
+                     f"{const(';')}")
+        return lines
+
+    def _lazy_update(self, before: list[str], after: list[str], const, decode, differ) -> list[str]:
+        eq, ns = self._eq, self._ns
+        w = self._writable
+        cols = list(w) if w is not None else list(range(len(before)))
+        keyset = self._keyset
+        lines: list[str] = []
+        # what the WHERE needs whatever changed: the key of the after image, or (no key) all of it
+        always = sorted(keyset) if self.key else list(range(len(after)))
+        for i in always:
+            lines += decode("after", i)
+        lines.append("S = []")
+        if self.key:
+            lines.append("C = [" + ", ".join(f"{const(eq[i])} + {after[i]}" for i in self.key) + "]")
+        for i in cols:
+            lines.append(f"if {differ(i)}:")
+            inner = decode("before", i) + ([] if i in always else decode("after", i))
+            inner.append(f"if {before[i]} != {after[i]}:")
+            inner.append(f"    S.append({const(eq[i])} + {before[i]})")
+            if self.key and i not in keyset:
+                inner.append(f"    C.append({const(ns[i])} + {after[i]})")
+            lines += ["    " + line for line in inner]
+        # nothing (writable) changed: every writable column set back and matched (all decoded here)
+        lines.append("if not S:")
+        fallback: list[str] = []
+        for i in range(len(before)):
+            fallback += decode("before", i) + ([] if i in always else decode("after", i))
+        fallback.append("S = [" + ", ".join(f"{const(eq[i])} + {before[i]}" for i in cols) + "]")
+        if self.key:
+            fallback.append("C += [" + ", ".join(f"{const(ns[i])} + {after[i]}" for i in cols if i not in keyset)
+                            + "]")
+        lines += ["    " + line for line in fallback]
+        if self.key:
             cond = f"{const(' AND ')}.join(C)"
         else:
             cond = self._concat(self._where_pieces(after, []), const)

@@ -56,8 +56,13 @@ class Spool:
         if not statements:
             return
         text = "\n".join(statements) + "\n"
-        data = text.encode("utf-8")
-        lengths = map(len, statements) if len(data) == len(text) else (len(t.encode("utf-8")) for t in statements)
+        if text.isascii():  # known without a scan (CPython keeps it with the string): bytes = characters
+            data = text.encode("ascii")
+            lengths = map(len, statements)
+        else:
+            parts = [t.encode("utf-8") for t in statements]
+            data = b"\n".join(parts) + b"\n"
+            lengths = map(len, parts)
         # start of statement k: the end so far + the lengths before it + one newline each (map stops
         # with range: the running sum after the last statement is no start)
         self._offsets.extend(map(add, accumulate(lengths, initial=self._data_end), range(len(statements))))
@@ -124,13 +129,15 @@ class Spool:
                 lo = max(first, hi - _CHUNK)
                 starts = array("Q")
                 starts.frombytes(os.pread(idx_fd, (hi - lo) * _U64.size, lo * _U64.size))
-                block = os.pread(data_fd, end - starts[0], starts[0])
+                block = memoryview(os.pread(data_fd, end - starts[0], starts[0]))  # slices without copies
                 base = starts[0]
                 stop = end - base
+                pieces = []
                 for i in range(len(starts) - 1, -1, -1):
                     s = starts[i] - base
-                    out.write(block[s:stop])
+                    pieces.append(block[s:stop])
                     stop = s
+                out.write(b"".join(pieces))  # one write per chunk
                 end = starts[0]
                 hi = lo
             out.write(commit)
