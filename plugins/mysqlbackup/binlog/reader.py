@@ -27,6 +27,7 @@ from .format import (
 CHUNK = 4 << 20
 
 _HEADER = struct.Struct("<IBIIIH")
+_CRC = struct.Struct("<I")
 
 
 class BinlogError(Exception):
@@ -136,6 +137,7 @@ class FileEvents:
         stop = self.stop
         verify = self.verify_checksums
         unpack_header = _HEADER.unpack_from
+        unpack_crc = _CRC.unpack_from
         crc32 = zlib.crc32
         with open(self.path, "rb", buffering=0) as f:
             magic = f.read(4)
@@ -184,10 +186,12 @@ class FileEvents:
                 f.seek(self.start)
                 base, off, buf = self.start, 0, b""
             end_file = False
+            mv = memoryview(buf)  # of the current chunk: event bodies are views into it, never copies
             while True:
                 avail = len(buf) - off
                 if avail >= HEADER_LEN:
-                    need = int.from_bytes(buf[off + 9:off + 13], "little")
+                    ts, etype, sid, size, log_pos, flags = unpack_header(buf, off)
+                    need = size
                     if need < HEADER_LEN + csum:
                         raise self._error(base + off, f"invalid event size {need}")
                 else:
@@ -209,23 +213,22 @@ class FileEvents:
                     tail = buf[off:]
                     base += off
                     buf = tail + more if tail else more
+                    mv = memoryview(buf)
                     off = 0
                     continue
                 pos = base + off
                 if stop is not None and pos >= stop:
                     self.stopped = True
                     return
-                ts, etype, sid, size, log_pos, flags = unpack_header(buf, off)
                 if etype == START_ENCRYPTION_EVENT:
                     raise self._error(pos, "encrypted binlog (START_ENCRYPTION event) is not supported")
                 end = off + size
                 if csum:
-                    if verify and crc32(memoryview(buf)[off:end - 4]) != int.from_bytes(
-                            buf[end - 4:end], "little"):
+                    if verify and crc32(mv[off:end - 4]) != unpack_crc(buf, end - 4)[0]:
                         raise self._error(pos, f"checksum mismatch (event type {etype}, size {size})")
-                    body = memoryview(buf)[off + HEADER_LEN:end - 4]
+                    body = mv[off + HEADER_LEN:end - 4]
                 else:
-                    body = memoryview(buf)[off + HEADER_LEN:end]
+                    body = mv[off + HEADER_LEN:end]
                 self.end_pos = pos + size
                 off = end
                 yield RawEvent(ts, etype, sid, size, log_pos, flags, fname, pos, body)
