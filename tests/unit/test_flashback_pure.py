@@ -321,3 +321,34 @@ def test_lazy_guarded_update_code_equals_the_reference(raw_equal_means):
         ns.update({f"_v{i}": v for i, v in enumerate(after)})
         exec("\n".join(lines), ns)  # noqa: S102 - the code under test
         assert ns["s"] == t.undo_update(before, after), (cols, key, gen, before, after)
+
+
+@pytest.mark.parametrize("group_bytes", [1 << 23, 300, 1])
+def test_spool_reverses_groups_of_small_and_large_transactions_exactly(monkeypatch, group_bytes):
+    """Small transactions written in groups, large ones (and ones wider than the group's bytes)
+    one at a time, discarded ones in between: the same text as reversing a plain list."""
+    from mysqlbackup.flashback import spool as spool_mod
+    monkeypatch.setattr(spool_mod, "_CHUNK", 64)
+    monkeypatch.setattr(spool_mod, "_GROUP_BYTES", group_bytes)
+    rnd = random.Random(group_bytes)
+    model = []
+    out = io.BytesIO()
+    with Spool() as sp:
+        for n in range(700):
+            size = rnd.choice([1, 1, 2, 3, 5, 15, 16, 17, 40, 64, 65, 200])
+            stmts = [f"S{n}.{k} {'é' * rnd.randint(0, 3)}{'x' * rnd.randint(0, 60)};" for k in range(size)]
+            sp.begin("")
+            if rnd.random() < 0.5:
+                sp.add_many(stmts)
+            else:
+                for s in stmts:
+                    sp.add(s)
+            if rnd.random() < 0.1:
+                sp.discard()
+                continue
+            sp.commit(f"-- tx {n}\n")
+            model.append((f"-- tx {n}\n", stmts))
+        sp.write_reversed(out)
+    want = "".join(head + "BEGIN;\n" + "".join(s + "\n" for s in reversed(stmts)) + "COMMIT;\n"
+                   for head, stmts in reversed(model))
+    assert out.getvalue() == want.encode("utf-8")

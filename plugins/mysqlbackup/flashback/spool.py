@@ -18,6 +18,7 @@ from typing import BinaryIO
 _U64 = struct.Struct("<Q")
 _TX = struct.Struct("<QQQ")  # first statement index, header offset, header length
 _CHUNK = 8192  # records read back per chunk
+_GROUP_BYTES = 8 << 20  # at most this much statement text read back at once for a group of small transactions
 
 
 class Spool:
@@ -116,31 +117,86 @@ class Spool:
             f.flush()
         data_fd, idx_fd, tx_fd = self._data.fileno(), self._stmts.fileno(), self._txs.fileno()
         n_tx = self.transactions
-        # statement i ends where statement i+1 starts, or, for the last of a transaction, at its header
-        for tx in range(n_tx - 1, -1, -1):
-            first, head_off, head_len = _TX.unpack(os.pread(tx_fd, _TX.size, tx * _TX.size))
-            next_first = (_TX.unpack(os.pread(tx_fd, _TX.size, (tx + 1) * _TX.size))[0]
-                          if tx + 1 < n_tx else self._n_stmts)
-            out.write(os.pread(data_fd, head_len, head_off))
-            out.write(begin)
-            end = head_off
-            hi = next_first
-            while hi > first:  # statement indexes [first, next_first) read back in chunks, reversed
-                lo = max(first, hi - _CHUNK)
+        # transaction records read back in chunks, newest first; statement i ends where statement i+1
+        # starts, or, for the last of a transaction, at its header. Small transactions are written in
+        # groups (one read of their index and of their bytes for up to _CHUNK statements and _GROUP_BYTES).
+        next_first = self._n_stmts  # first statement of the transaction after the one at hand
+        hi_tx = n_tx
+        while hi_tx > 0:
+            lo_tx = max(0, hi_tx - _CHUNK)
+            recs = array("Q")
+            recs.frombytes(os.pread(tx_fd, (hi_tx - lo_tx) * _TX.size, lo_tx * _TX.size))
+            tx = hi_tx - 1
+            while tx >= lo_tx:
+                r = 3 * (tx - lo_tx)
+                first = recs[r]
+                if next_first - first > _CHUNK // 4:  # a large transaction: its statements in chunks
+                    self._write_one(out, data_fd, idx_fd, first, next_first, recs[r + 1], recs[r + 2], begin, commit)
+                    next_first = first
+                    tx -= 1
+                    continue
+                # a group of small transactions [g, tx], newest (tx) first
+                g = tx
+                while g > lo_tx:
+                    prev_first = recs[3 * (g - 1 - lo_tx)]
+                    if next_first - prev_first > _CHUNK or recs[3 * (g - lo_tx)] - prev_first > _CHUNK // 4:
+                        break
+                    g -= 1
+                g_first = recs[3 * (g - lo_tx)]
+                head_end = recs[r + 1] + recs[r + 2]
                 starts = array("Q")
-                starts.frombytes(os.pread(idx_fd, (hi - lo) * _U64.size, lo * _U64.size))
-                block = memoryview(os.pread(data_fd, end - starts[0], starts[0]))  # slices without copies
-                base = starts[0]
-                stop = end - base
+                starts.frombytes(os.pread(idx_fd, (next_first - g_first) * _U64.size, g_first * _U64.size))
+                # as many of them as _GROUP_BYTES hold (their text is contiguous, up to tx's header end)
+                while g < tx and head_end - starts[recs[3 * (g - lo_tx)] - g_first] > _GROUP_BYTES:
+                    g += 1
+                if head_end - starts[first - g_first] > _GROUP_BYTES:  # one wide transaction: in chunks
+                    self._write_one(out, data_fd, idx_fd, first, next_first, recs[r + 1], recs[r + 2], begin, commit)
+                    next_first = first
+                    tx -= 1
+                    continue
+                base = starts[recs[3 * (g - lo_tx)] - g_first]
+                block = memoryview(os.pread(data_fd, head_end - base, base))
                 pieces = []
-                for i in range(len(starts) - 1, -1, -1):
-                    s = starts[i] - base
-                    pieces.append(block[s:stop])
-                    stop = s
-                out.write(b"".join(pieces))  # one write per chunk
-                end = starts[0]
-                hi = lo
-            out.write(commit)
+                for t in range(tx, g - 1, -1):
+                    q = 3 * (t - lo_tx)
+                    t_first, h_off, h_len = recs[q], recs[q + 1], recs[q + 2]
+                    pieces.append(block[h_off - base:h_off + h_len - base])
+                    pieces.append(begin)
+                    stop = h_off - base
+                    for k in range(next_first - 1 - g_first, t_first - 1 - g_first, -1):
+                        st = starts[k] - base  # starts holds the index from g_first on
+                        pieces.append(block[st:stop])
+                        stop = st
+                    pieces.append(commit)
+                    next_first = t_first
+                out.write(b"".join(pieces))
+                tx = g - 1
+            hi_tx = lo_tx
+
+    @staticmethod
+    def _write_one(out: BinaryIO, data_fd: int, idx_fd: int, first: int, next_first: int, head_off: int,
+                   head_len: int, begin: bytes, commit: bytes) -> None:
+        """One transaction, its statements [first, next_first) read back in chunks, reversed."""
+        out.write(os.pread(data_fd, head_len, head_off))
+        out.write(begin)
+        end = head_off
+        hi = next_first
+        while hi > first:
+            lo = max(first, hi - _CHUNK)
+            starts = array("Q")
+            starts.frombytes(os.pread(idx_fd, (hi - lo) * _U64.size, lo * _U64.size))
+            block = memoryview(os.pread(data_fd, end - starts[0], starts[0]))  # slices without copies
+            base = starts[0]
+            stop = end - base
+            pieces = []
+            for i in range(len(starts) - 1, -1, -1):
+                s = starts[i] - base
+                pieces.append(block[s:stop])
+                stop = s
+            out.write(b"".join(pieces))  # one write per chunk
+            end = starts[0]
+            hi = lo
+        out.write(commit)
 
     def close(self) -> None:
         for f in (self._data, self._stmts, self._txs):
