@@ -85,8 +85,15 @@ class Summary:
                 "output": self.output, "body_sha256": self.body_sha256}
 
 
+_last_utc: tuple = (None, "")  # (timestamp, text), replaced whole: the transactions of one second share it
+
+
 def _utc(ts: int) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    global _last_utc
+    last = _last_utc
+    if ts != last[0]:
+        last = _last_utc = (ts, datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S"))
+    return last[1]
 
 
 def _full(n: int) -> bytes:
@@ -140,7 +147,10 @@ class Flashback:
         want_types = sel.types
         per_table: dict[str, Counter] = summary.per_table
         plans: dict[int, tuple | None] = {}  # table_id -> (codec, TableSQL, key, name, (schema, table)) | None
-        codecs: dict[bytes, RowCodec] = {}   # by table-map shape: survives table ids changing
+        shaped: dict[bytes, tuple] = {}      # table-map shape -> plan: survives table ids changing
+        mapped: dict[bytes, tuple] = {}      # table-map body -> (table id, (schema, table), plan or None or False)
+        fde_seen = None
+        add_many = spool.add_many
         fulls: dict[int, bytes] = {}
         rows_post = None
         tm_post = 8
@@ -218,7 +228,7 @@ class Flashback:
                     kind = hdr.kind
                     if kind not in want_types:
                         continue
-                    codec, sql, key, name, qname = plan
+                    codec, sql, name, qname = plan
                     full = fulls.get(hdr.column_count) or fulls.setdefault(hdr.column_count, _full(hdr.column_count))
                     if (kind != "insert" and hdr.present_before != full) or (kind != "delete" and hdr.present_after != full):
                         raise FlashbackError(f"{ev.file}:{ev.pos}: {name} has a partial row image: the binlog was written "
@@ -228,55 +238,39 @@ class Flashback:
                             raise FlashbackError(self._start_cut(ev, gtid if began else None, tx_where))
                         spool.begin("")
                         tx_open = True
-                    before = tx_rows
-                    add = spool.add
-                    if kind == "insert":
-                        undo = sql.undo_insert
-                        for row in codec.decode(ev.body, hdr, None, key):
-                            add(undo(row))
-                            tx_rows += 1
-                    elif kind == "delete":
-                        undo = sql.undo_delete
-                        for row in codec.decode(ev.body, hdr, None, None):
-                            add(undo(row))
-                            tx_rows += 1
-                    else:
-                        undo = sql.undo_update
-                        for b, a in codec.decode(ev.body, hdr, None, key):
-                            add(undo(b, a))
-                            tx_rows += 1
-                    per_table[name][kind] += tx_rows - before
+                    stmts = codec.statements(ev.body, hdr, sql)  # one inverse statement per row
+                    add_many(stmts)
+                    tx_rows += len(stmts)
+                    per_table[name][kind] += len(stmts)
                     self.tables_with_rows.add(qname)
                     if first is None:
                         first = (ev.file, ev.pos, ev.timestamp)
                     last = (ev.file, ev.pos, ev.timestamp)
                     continue
                 if t == F.TABLE_MAP_EVENT:
-                    tm = parse_table_map(ev.body, tm_post, mariadb)
-                    qname = (tm.schema, tm.table)
-                    databases_seen.add(tm.schema)
+                    # a transaction maps its tables again: the same bytes give the same table, parsed once
+                    body = bytes(ev.body)
+                    known = mapped.get(body)
+                    if known is None:
+                        if len(mapped) >= 4096:  # table ids keep growing on a busy server: stay bounded
+                            mapped.clear()
+                        tm = parse_table_map(body, tm_post, mariadb)
+                        known = mapped[body] = (tm.table_id, (tm.schema, tm.table), self._plan(tm, shaped))
+                    table_id, qname, plan = known
+                    databases_seen.add(qname[0])
                     if tx_selected and (not positioned or wants_position(ev.file, ev.pos)):
                         self.tables_in_window.add(qname)
-                    if not sel.wants_table(*qname):
-                        plans[tm.table_id] = None
+                    if plan is None:
+                        plans[table_id] = None
                         continue
-                    self.tables_seen.add(qname)
-                    if not tm.column_names:
-                        raise FlashbackError(f"{ev.file}:{ev.pos}: the table map of {tm.schema}.{tm.table} has no column "
+                    if plan is False:
+                        raise FlashbackError(f"{ev.file}:{ev.pos}: the table map of {qname[0]}.{qname[1]} has no column "
                                              "names: the binlog was written with binlog_row_metadata=MINIMAL; flashback "
                                              "needs binlog_row_metadata=FULL to name columns safely")
-                    shape = tm.raw[6:]
-                    codec = codecs.get(shape)
-                    if codec is None:
-                        codec = codecs[shape] = RowCodec(tm)
-                    pk = tm.primary_key
-                    name = f"{tm.schema}.{tm.table}"
-                    per_table.setdefault(name, Counter())
-                    key_only = self.where == "key" and pk
-                    gen = (self.generated or {}).get(qname, frozenset())
-                    plans[tm.table_id] = (codec, TableSQL(tm.schema, tm.table, tm.column_names, pk, guard_row=not key_only,
-                                                          generated=gen),
-                                          frozenset(pk) if key_only else None, name, qname)
+                    self.tables_seen.add(qname)
+                    if plan[2] not in per_table:
+                        per_table[plan[2]] = Counter()
+                    plans[table_id] = plan
                     continue
                 if t == F.GTID_EVENT:
                     if group_open and group_in_window and group_at[0] != ev.file:
@@ -341,6 +335,10 @@ class Flashback:
                     tm_post = fde.post_header_len(F.TABLE_MAP_EVENT) or 8
                     mariadb = fde.is_mariadb  # MariaDB and MySQL count optional-metadata columns differently
                     plans.clear()
+                    if (tm_post, mariadb) != fde_seen:  # table maps parse the same under the same format
+                        mapped.clear()
+                        shaped.clear()
+                        fde_seen = (tm_post, mariadb)
                     continue
         except UserError:
             raise
@@ -367,6 +365,25 @@ class Flashback:
         if first:
             summary.first = f"{first[0]}:{first[1]} ({_utc(first[2])} UTC)"
             summary.last = f"{last[0]}:{last[1]} ({_utc(last[2])} UTC)"
+
+    def _plan(self, tm, shaped: dict) -> tuple | None | bool:
+        """What the rows events of a table map need: (codec, TableSQL, "db.table", (db, table));
+        None for a table not selected, False for one without column names (refused when met)."""
+        qname = (tm.schema, tm.table)
+        if not self.sel.wants_table(*qname):
+            return None
+        if not tm.column_names:
+            return False
+        shape = tm.raw[6:]  # all but the table id: the same table of the same shape, whatever its id
+        plan = shaped.get(shape)
+        if plan is None:
+            pk = tm.primary_key
+            key_only = self.where == "key" and bool(pk)
+            gen = (self.generated or {}).get(qname, frozenset())
+            plan = shaped[shape] = (RowCodec(tm), TableSQL(tm.schema, tm.table, tm.column_names, pk,
+                                                           guard_row=not key_only, generated=gen),
+                                    f"{tm.schema}.{tm.table}", qname)
+        return plan
 
     def _cut_event(self, cut: tuple[str, int], event: tuple[int, int] | None) -> None:
         """The binlogs end inside an event outside any transaction read: refused when a
