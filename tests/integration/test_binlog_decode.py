@@ -390,3 +390,297 @@ def test_corruption_and_truncation(loaded, tmp_path):
     junk.write_bytes(b"hello world" * 10)
     with pytest.raises(BinlogError, match="not a binlog"):
         list(iter_file_events(junk))
+
+
+# --- the live reader's own reading of the packet framing (COM_BINLOG_DUMP) ---------------------
+
+def _pick_live(evs):
+    """(type, file, pos, log_pos, body) of the events both readers give, as in
+    test_live_reader_matches_files."""
+    interesting = {F.TABLE_MAP_EVENT, *F.ROWS_EVENTS, F.FORMAT_DESCRIPTION_EVENT, F.QUERY_EVENT,
+                   F.GTID_EVENT, F.XID_EVENT, F.ROTATE_EVENT}
+    out = []
+    for e in evs:
+        if e.type in interesting:
+            body = bytes(e.body)
+            if e.type == F.FORMAT_DESCRIPTION_EVENT:
+                body = body[:52] + body[56:]  # create_timestamp: zeroed when the dump starts past it
+            out.append((e.type, e.file, e.pos, e.log_pos, body))
+    return out
+
+
+def _kept_and_copies(reader):
+    """Every event, kept, with a copy of its body taken when it was yielded."""
+    return [(e, bytes(e.body)) for e in reader]
+
+
+def _bodies_still_equal(kept) -> None:
+    changed = [(e.file, e.pos) for e, copy in kept if bytes(e.body) != copy]
+    assert not changed, f"event bodies changed after later events were read: {changed[:5]}"
+
+
+def test_live_reader_event_over_16mb(fresh_sandbox):
+    """A row of 17 MB (an event in two packets) and one whose packet payload is exactly 0xFFFFFF
+    bytes (continued by an empty packet), read whole, equal to the file reader's; the dump ends
+    with the server's EOF; every kept body is still its bytes at the end; a stalled server makes
+    the read time out."""
+    import signal
+    import time
+
+    import pymysql
+    from sandbox.servers import REPL_USER
+    sb = fresh_sandbox
+    srv = sb.source
+    srv.sql("SET GLOBAL max_allowed_packet = 67108864")  # the default 16 MB would make REPEAT() NULL
+    conn = srv.connect()  # a new session: it takes the new global value
+    try:
+        with conn.cursor() as cur:
+            cur.execute("CREATE DATABASE big")
+            cur.execute("CREATE TABLE big.t (id INT PRIMARY KEY, b LONGBLOB)")
+            cur.execute("FLUSH BINARY LOGS")
+            cur.execute("SHOW MASTER STATUS")
+            start_file = cur.fetchone()[0]
+            pattern = "UNHEX(SHA2('live', 512))"  # 64 bytes: a chunk out of place would show
+            cur.execute(f"INSERT INTO big.t VALUES (1, REPEAT({pattern}, %s))", ((17 << 20) // 64,))
+            cur.execute("INSERT INTO big.t VALUES (2, 'small')")
+            path = os.path.join(srv.datadir, start_file)
+            small = [e for e in iter_file_events(path) if e.type in F.ROWS_EVENTS][-1]
+            overhead = small.event_size - len(b"small")  # the same for any length of b
+            exact = 0xFFFFFF - 1 - overhead  # packet payload = OK byte + event = 0xFFFFFF bytes
+            cur.execute(f"INSERT INTO big.t VALUES (3, LEFT(REPEAT({pattern}, %s), %s))",
+                        (exact // 64 + 1, exact))
+            cur.execute("INSERT INTO big.t VALUES (4, 'after')")
+    finally:
+        conn.close()
+    paths = [p for p in _binlogs(srv) if os.path.basename(p) >= start_file]
+    reader = LiveReader("127.0.0.1", srv.port, REPL_USER, sb.backup_password, 4244, start_file, 4)
+    kept = _kept_and_copies(reader)
+    assert not reader.stopped and reader._conn is None  # the EOF ended it (no stop position)
+    live = _pick_live(e for e, _ in kept)
+    files = _pick_live(iter_events(paths))
+    assert live == files
+    sizes = sorted(e.event_size for e, _ in kept if e.type in F.ROWS_EVENTS)
+    assert sizes[-1] > 17 << 20 and 0xFFFFFF - 1 in sizes, sizes
+    _bodies_still_equal(kept)
+    # the last row event is the one after the big ones, whole
+    assert [e for e, _ in kept if e.type in F.ROWS_EVENTS][-1].body.tobytes().endswith(b"after")
+
+    # a server that stops answering mid-dump: the read timeout raises (it does not hang)
+    slow = LiveReader("127.0.0.1", srv.port, REPL_USER, sb.backup_password, 4245, start_file, 4,
+                      read_timeout=1)
+    it = iter(slow)
+    assert next(it).type == F.FORMAT_DESCRIPTION_EVENT
+    t0 = time.monotonic()
+    os.kill(srv.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(pymysql.err.OperationalError, match="timed out") as exc:
+            for _ in it:
+                pass
+    finally:
+        os.kill(srv.pid, signal.SIGCONT)
+    assert time.monotonic() - t0 < 30
+    assert start_file in str(exc.value)
+
+
+def test_live_reader_small_reads(loaded, monkeypatch):
+    """Socket reads of 7 bytes (headers and events cut anywhere): the same events as the files,
+    and kept bodies stay their bytes."""
+    from mysqlbackup.binlog import live
+    from sandbox.servers import REPL_USER
+    srv = loaded.source
+    paths = _binlogs(srv)
+    monkeypatch.setattr(live, "BLOCK", 7)
+    reader = LiveReader("127.0.0.1", srv.port, REPL_USER, loaded.backup_password, 4246,
+                        os.path.basename(paths[0]), 4)
+    kept = _kept_and_copies(reader)
+    assert _pick_live(e for e, _ in kept) == _pick_live(iter_events(paths))
+    assert len(kept) > 20
+    _bodies_still_equal(kept)
+
+
+# --- the framing against a made-up server: exact streams, cuts, errors --------------------------
+
+_FAKE_FILE = "binlog.000007"
+
+
+def _fake_event(etype: int, pos: int, body: bytes, flags: int = 0, ts: int = 1_700_000_000) -> bytes:
+    import struct
+    import zlib
+    size = F.HEADER_LEN + len(body) + F.CHECKSUM_LEN
+    data = struct.pack("<IBIIIH", ts, etype, 1, size, pos + size if pos else 0, flags) + body
+    return data + zlib.crc32(data).to_bytes(4, "little")
+
+
+def _fake_frames(payloads, seq: int = 1) -> bytes:
+    import struct
+    out = bytearray()
+    for p in payloads:
+        while True:
+            chunk, p = p[:0xFFFFFF], p[0xFFFFFF:]
+            out += struct.pack("<I", len(chunk) | seq << 24) + chunk
+            seq = (seq + 1) & 0xFF
+            if len(chunk) < 0xFFFFFF:
+                break
+    return bytes(out)
+
+
+def _fake_dump(bodies):
+    """(events as the server sends them, what LiveReader must yield) for a dump from 4."""
+    import struct
+    fde_body = struct.pack("<H50sIB", 4, b"10.11.0-fake", 0, F.HEADER_LEN) + bytes(40) + b"\x01"
+    rotate = _fake_event(F.ROTATE_EVENT, 0, struct.pack("<Q", 4) + _FAKE_FILE.encode(),
+                         F.LOG_EVENT_ARTIFICIAL_F, ts=0)
+    sent = [rotate, _fake_event(F.FORMAT_DESCRIPTION_EVENT, 4, fde_body)]
+    want = [(F.FORMAT_DESCRIPTION_EVENT, 4, fde_body)]
+    pos = 4 + len(sent[1])
+    for body in bodies:
+        sent.append(_fake_event(F.QUERY_EVENT, pos, body))
+        want.append((F.QUERY_EVENT, pos, body))
+        pos += len(sent[-1])
+    return sent, want
+
+
+class _FakeSocket:
+    """What LiveReader reads after the command: ``data`` in reads of at most ``chunk`` bytes,
+    then the end of the connection, or a read timeout."""
+
+    def __init__(self, data: bytes, chunk: int, end: str = "closed"):
+        import io
+
+        class Raw(io.RawIOBase):
+            off = 0
+
+            def readable(self):
+                return True
+
+            def readinto(self, b):
+                if self.off >= len(data):
+                    if end == "timeout":
+                        raise TimeoutError("timed out")
+                    return 0
+                n = min(len(b), chunk, len(data) - self.off)
+                b[:n] = data[self.off:self.off + n]
+                self.off += n
+                return n
+        self._rfile = io.BufferedReader(Raw())
+        self._sock = self
+        self._next_seq_id = 0
+        self.timeouts = []
+        self.closed = False
+
+    def settimeout(self, t):
+        self.timeouts.append(t)
+
+    def _execute_command(self, command, payload):
+        self.command = command
+        self._next_seq_id = 1
+
+    def close(self):
+        self.closed = True
+
+
+def _fake_reader(conn):
+    reader = LiveReader("127.0.0.1", 1, "u", "p", 77, _FAKE_FILE, 4, read_timeout=5)
+
+    def connect():
+        reader._server_crc = True
+        return conn
+    reader._connect = connect
+    return reader
+
+
+EOF_PACKET = b"\xfe\x00\x00\x02\x00"
+
+
+def _err_packet(errno: int, msg: str) -> bytes:
+    return b"\xff" + errno.to_bytes(2, "little") + b"#HY000" + msg.encode()
+
+
+def test_live_framing_small_events_any_cut():
+    bodies = [bytes([i % 251]) * (i * 37 % 300) for i in range(60)]
+    sent, want = _fake_dump(bodies)
+    stream = _fake_frames([b"\x00" + e for e in sent] + [EOF_PACKET])
+    for chunk in (1, 3, 7, 100, 1 << 20):
+        conn = _FakeSocket(stream, chunk)
+        reader = _fake_reader(conn)
+        kept = _kept_and_copies(reader)
+        assert [(e.type, e.pos, bytes(e.body)) for e, _ in kept] == want, chunk
+        assert all(e.file == _FAKE_FILE for e, _ in kept) and reader.file == _FAKE_FILE
+        assert not reader.stopped and conn.closed and conn.timeouts == [5]
+        _bodies_still_equal(kept)
+    # a stop position ends it at the first event at or past it
+    stop = want[10][1]
+    reader = _fake_reader(_FakeSocket(stream, 1 << 20))
+    reader.stop = (_FAKE_FILE, stop)
+    got = [(e.type, e.pos, bytes(e.body)) for e in reader]
+    assert got == want[:10] and reader.stopped
+
+
+def test_live_framing_events_over_16mb():
+    big = bytes(range(256)) * ((17 << 20) // 256) + b"tail"
+    exact = b"x" * (0xFFFFFF - 1 - F.HEADER_LEN - F.CHECKSUM_LEN)  # payload 0xFFFFFF: + an empty packet
+    sent, want = _fake_dump([b"a", big, exact, b"b", exact + b"y", b"c"])
+    payloads = [b"\x00" + e for e in sent]
+    assert len(payloads[4]) == 0xFFFFFF and len(payloads[3]) > 0xFFFFFF
+    stream = _fake_frames(payloads + [EOF_PACKET])
+    for chunk in (65536, 1 << 22):
+        reader = _fake_reader(_FakeSocket(stream, chunk))
+        kept = _kept_and_copies(reader)
+        assert [(e.type, e.pos) for e, _ in kept] == [(t, p) for t, p, _ in want]
+        assert [bytes(e.body) == b for (e, _), (_, _, b) in zip(kept, want)] == [True] * len(want)
+        _bodies_still_equal(kept)
+    # the connection ends after the first packet of the big event, or inside its second
+    import pymysql
+    big_at = len(_fake_frames(payloads[:3]))
+    for cut in (big_at + 4 + 0xFFFFFF, big_at + 4 + 0xFFFFFF + 2, big_at + 4 + 0xFFFFFF + 100):
+        reader = _fake_reader(_FakeSocket(stream[:cut], 1 << 22))
+        got = []
+        with pytest.raises(pymysql.err.OperationalError, match=f"inside the event at {_FAKE_FILE}:{want[2][1]}"):
+            for e in reader:
+                got.append(e.pos)
+        assert got == [p for _, p, _ in want[:2]]
+
+
+def test_live_framing_cut_timeout_and_errors():
+    import pymysql
+    bodies = [b"q" * 50, b"r" * 5000, b"s" * 70]
+    sent, want = _fake_dump(bodies)
+    packets = [_fake_frames([b"\x00" + e], seq=1 + i) for i, e in enumerate(sent)]
+    whole = b"".join(packets)
+    second_at = len(b"".join(packets[:3]))  # the packet of the event at want[2]
+    ev_pos = want[2][1]
+    # the connection ends inside that event: its header, or its payload (never a partial event)
+    for cut in (second_at + 2, second_at + 4, second_at + 30, second_at + len(packets[3]) - 1):
+        reader = _fake_reader(_FakeSocket(whole[:cut], 1 << 20))
+        got = []
+        with pytest.raises(pymysql.err.OperationalError) as exc:
+            for e in reader:
+                got.append((e.type, e.pos, bytes(e.body)))
+        assert got == want[:2], cut
+        assert f"{_FAKE_FILE}:{ev_pos}" in str(exc.value) and exc.value.args[0] == 2013
+    # the connection ends between two events, with no EOF
+    reader = _fake_reader(_FakeSocket(whole, 1 << 20))
+    with pytest.raises(pymysql.err.OperationalError, match=f"after {_FAKE_FILE}:{want[-1][1] + len(sent[-1])}"):
+        list(reader)
+    # no answer within the read timeout
+    reader = _fake_reader(_FakeSocket(whole[:second_at + 30], 1 << 20, end="timeout"))
+    with pytest.raises(pymysql.err.OperationalError, match="timed out"):
+        list(reader)
+    # a sequence number out of step
+    bad = b"".join(packets[:3]) + _fake_frames([b"\x00" + sent[3]], seq=9) + EOF_PACKET
+    with pytest.raises(BinlogError, match="sequence number 9, expected 4"):
+        list(_fake_reader(_FakeSocket(bad, 1 << 20)))
+    # the server's error, instead of an event: raised as pymysql raises it
+    msg = "Could not find first log file name in binary log index file"
+    err = b"".join(packets[:3]) + _fake_frames([_err_packet(1236, msg)], seq=4)
+    with pytest.raises(pymysql.err.MySQLError, match=msg) as exc:
+        list(_fake_reader(_FakeSocket(err, 1 << 20)))
+    assert exc.value.args[0] == 1236
+    # MariaDB's error packet numbered 0 (shutdown, the dump killed)
+    err0 = b"".join(packets[:3]) + _fake_frames([_err_packet(1927, "Connection was killed")], seq=0)
+    with pytest.raises(pymysql.err.MySQLError, match="killed"):
+        list(_fake_reader(_FakeSocket(err0, 1 << 20)))
+    # anything else
+    odd = b"".join(packets[:3]) + _fake_frames([b"\x01abc"], seq=4)
+    with pytest.raises(BinlogError, match="unexpected packet 01"):
+        list(_fake_reader(_FakeSocket(odd, 1 << 20)))
