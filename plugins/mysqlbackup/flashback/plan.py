@@ -65,7 +65,7 @@ class TableSQL:
         bytes make equal literals, so only the columns whose bytes differ are decoded and
         compared (their literals may still be equal), besides what the WHERE always needs."""
         if decode is not None and kind == "update" and self.guard_row:
-            return self._lazy_update(before, after, const, decode, differ)
+            return self._guarded_update(before, after, const, decode, differ)
         if kind == "insert":
             return ["s = " + self._concat(self._where_pieces(after, self._delete_head) + [";"], const)]
         if kind == "delete":
@@ -78,7 +78,7 @@ class TableSQL:
             return ["s = " + self._concat(pieces + [");"], const)]
         if kind != "update":
             raise ValueError(f"no statement for a rows event of kind {kind!r}")
-        eq, ns = self._eq, self._ns
+        eq = self._eq
         w = self._writable
         if not self.guard_row:  # key-only mode: set back every column of the before image, find the row by key
             pieces = [self._update_head]
@@ -88,32 +88,13 @@ class TableSQL:
                         pieces.append(", ")
                     pieces += [eq[i], _Var(v)]
             return ["s = " + self._concat(self._where_pieces(after, pieces + [" WHERE "]) + [";"], const)]
-        cols = list(w) if w is not None else list(range(len(before)))
         if any(before[i] == "None" or after[i] == "None" for i in range(len(before))):
             raise ValueError(f"{self.target}: the guarded UPDATE needs both whole row images")
-        keyset = self._keyset
-        lines = ["S = []"]
-        if self.key:
-            lines.append("C = [" + ", ".join(f"{const(eq[i])} + {after[i]}" for i in self.key) + "]")
-        for i in cols:  # a changed column is set back, and must still hold what the update gave it
-            lines.append(f"if {before[i]} != {after[i]}:")
-            lines.append(f"    S.append({const(eq[i])} + {before[i]})")
-            if self.key and i not in keyset:
-                lines.append(f"    C.append({const(ns[i])} + {after[i]})")
-        # nothing (writable) changed: set back every writable column, the row matched on all of them
-        lines.append("if not S:")
-        lines.append("    S = [" + ", ".join(f"{const(eq[i])} + {before[i]}" for i in cols) + "]")
-        if self.key:
-            lines.append("    C += [" + ", ".join(f"{const(ns[i])} + {after[i]}" for i in cols if i not in keyset)
-                         + "]")
-            cond = f"{const(' AND ')}.join(C)"
-        else:
-            cond = self._concat(self._where_pieces(after, []), const)
-        lines.append(f"s = {const(self._update_head)} + {const(', ')}.join(S) + {const(' WHERE ')} + {cond} + "
-                     f"{const(';')}")
-        return lines
+        return self._guarded_update(before, after, const, lambda _image, _i: [], None)
 
-    def _lazy_update(self, before: list[str], after: list[str], const, decode, differ) -> list[str]:
+    def _guarded_update(self, before: list[str], after: list[str], const, decode, differ) -> list[str]:
+        """The guarded UPDATE's code; ``differ`` None: every literal is decoded already (``decode``
+        gives no lines) and each column is compared as a literal."""
         eq, ns = self._eq, self._ns
         w = self._writable
         cols = list(w) if w is not None else list(range(len(before)))
@@ -127,13 +108,16 @@ class TableSQL:
         if self.key:
             lines.append("C = [" + ", ".join(f"{const(eq[i])} + {after[i]}" for i in self.key) + "]")
         for i in cols:
-            lines.append(f"if {differ(i)}:")
             inner = decode("before", i) + ([] if i in always else decode("after", i))
             inner.append(f"if {before[i]} != {after[i]}:")
             inner.append(f"    S.append({const(eq[i])} + {before[i]})")
             if self.key and i not in keyset:
                 inner.append(f"    C.append({const(ns[i])} + {after[i]})")
-            lines += ["    " + line for line in inner]
+            if differ is None:
+                lines += inner
+            else:
+                lines.append(f"if {differ(i)}:")
+                lines += ["    " + line for line in inner]
         # nothing (writable) changed: every writable column set back and matched (all decoded here)
         lines.append("if not S:")
         fallback: list[str] = []
