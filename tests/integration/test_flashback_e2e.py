@@ -402,23 +402,56 @@ def test_a_row_changed_again_after_the_window_stops_the_apply(server, tmp_path):
 
 
 def test_two_processes_write_exactly_what_one_writes(server, tmp_path, monkeypatch):
-    from mysqlbackup.flashback import engine
+    """Files and live, position, GTID and time windows, a table filter: the window read by two
+    processes (split where the rows halve) gives the bytes one process writes, and applies."""
+    import time
+    from datetime import datetime, timezone
+
+    from mysqlbackup.flashback import parallel
+    from mysqlbackup.flashback.engine import generate_from_live
     src, conn, _ = server
+    with conn.cursor() as cur:
+        cur.execute("CREATE USER IF NOT EXISTS 'fbrepl'@'localhost' IDENTIFIED BY 'x-Repl-1'")
+        cur.execute("GRANT REPLICATION SLAVE, BINLOG MONITOR, SELECT ON *.* TO 'fbrepl'@'localhost'")
+        cur.execute("SELECT @@gtid_binlog_pos")
+        domain, server_id, seq = cur.fetchone()[0].split(",")[0].split("-")
+    time.sleep(1.05)  # every earlier event is in an earlier second than the window's start
+    since = datetime.now(timezone.utc).replace(microsecond=0)
     start = master_pos(conn)
     before = checksums(conn)
     workload(conn, random.Random(77), 150)
-    sel = Selection.parse(databases=[QDB], start_position=f"{start[0]}:{start[1]}")
-    one = generate_from_files(binlogs(src), sel, str(tmp_path / "one.sql"), str(tmp_path), jobs=1)
-    monkeypatch.setattr(engine, "PARALLEL_MIN_BYTES", 1)
-    logs: list[str] = []
-    two = generate_from_files(binlogs(src), sel, str(tmp_path / "two.sql"), str(tmp_path), jobs=2, log=logs.append)
-    assert any("2 processes" in line for line in logs), logs
-    assert (two.rows, two.transactions, two.per_table) == (one.rows, one.transactions, one.per_table)
-    assert (tmp_path / "two.sql").read_bytes() == (tmp_path / "one.sql").read_bytes()
-    assert not list(tmp_path.glob("*.part*"))
-    apply_script(io.StringIO((tmp_path / "two.sql").read_text()),
-                 src.connect,
-                 log=lambda _m: None)
+    with conn.cursor() as cur:  # one large transaction after many small ones
+        cur.execute("BEGIN")
+        cur.execute("INSERT INTO `fb db`.`no key` SELECT CONCAT('big', seq), seq, seq / 7 FROM `fb db`.seq_1_to_3000")
+        cur.execute("COMMIT")
+    stop = master_pos(conn)
+    live_kw = {"unix_socket": src.socket, "user": "fbrepl", "password": "x-Repl-1"}
+    windows = {
+        "position": Selection.parse(databases=[QDB], start_position=f"{start[0]}:{start[1]}",
+                                    stop_position=f"{stop[0]}:{stop[1]}"),
+        "gtid": Selection.parse(start_gtid=f"{domain}-{server_id}-{int(seq) + 1}"),
+        "time": Selection.parse(start_time=since.strftime("%Y-%m-%d %H:%M:%S"), tables=["`fb db`.typed"]),
+    }
+    for name, sel in windows.items():
+        for path in ("files", "live"):
+            def run(out, jobs, log=None):
+                if path == "files":
+                    return generate_from_files(binlogs(src), sel, str(tmp_path / out), str(tmp_path), jobs=jobs,
+                                               log=log)
+                return generate_from_live(live_kw, sel, str(tmp_path / out), str(tmp_path), jobs=jobs, log=log)
+            monkeypatch.setattr(parallel, "PARALLEL_MIN_BYTES", 1 << 40)
+            one = run("one.sql", 2)  # too little work for a second process: one reads it all
+            monkeypatch.setattr(parallel, "PARALLEL_MIN_BYTES", 1)
+            monkeypatch.setattr(parallel, "MIN_SPLIT_WORK", 0)
+            logs: list[str] = []
+            two = run("two.sql", 2, logs.append)
+            assert any("2 processes" in line for line in logs), (name, path, logs)
+            assert (two.rows, two.transactions, two.per_table) == (one.rows, one.transactions, one.per_table)
+            assert two.rows > 0, (name, path)
+            assert (tmp_path / "two.sql").read_bytes() == (tmp_path / "one.sql").read_bytes(), (name, path)
+            assert not list(tmp_path.glob("*.part*"))
+            (tmp_path / "two.sql").rename(tmp_path / f"{name}-{path}.sql")
+    apply_script(io.StringIO((tmp_path / "position-live.sql").read_text()), src.connect, log=lambda _m: None)
     assert checksums(conn) == before
 
 

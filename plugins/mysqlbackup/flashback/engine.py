@@ -605,69 +605,44 @@ def generated_columns(connect_kwargs: dict) -> dict:
         conn.close()
 
 
-PARALLEL_MIN_BYTES = 32 << 20  # below this, a second process costs more than it saves
-
-
-def find_gtid_boundary(path: str, offset: int) -> int | None:
-    """The position of the first GTID event at or after ``offset`` in one binlog file.
-
-    Walks event headers only (sizes), in large reads: a transaction boundary where a second
-    process can start (every MariaDB transaction carries its own table maps)."""
-    with open(path, "rb") as f:
-        f.seek(4)
-        pos = 4
-        buf = b""
-        base = 4
-        while True:
-            rel = pos - base
-            if rel + 19 > len(buf):
-                f.seek(pos)
-                buf = f.read(8 << 20)
-                base = pos
-                rel = 0
-                if len(buf) < 19:
-                    return None
-            size = int.from_bytes(buf[rel + 9:rel + 13], "little")
-            if size < 19:
-                return None
-            if pos >= offset and buf[rel + 4] == F.GTID_EVENT:
-                return pos
-            pos += size
-
-
-def _split_point(files: list[str], start: tuple[str, int] | None,
-                 stop: tuple[str, int] | None) -> tuple[str, int] | None:
-    """A GTID boundary near the middle of the byte range to read, or None."""
-    spans = []
-    names = [os.path.basename(f) for f in files]
-    for path, name in zip(files, names):
-        size = os.path.getsize(path)
-        lo = start[1] if start and name == start[0] else 4
-        hi = stop[1] if stop and name == stop[0] else size
+def _window_bytes(sizes: list[tuple[str, int]], start: tuple[str, int] | None, stop: tuple[str, int] | None) -> int:
+    """Bytes of binlog between ``start`` and ``stop`` of files given as (name, size), in order."""
+    total = 0
+    for name, size in sizes:
         if start and name < start[0] or stop and name > stop[0]:
             continue
-        spans.append((path, name, lo, max(lo, hi)))
-    total = sum(hi - lo for _, _, lo, hi in spans)
-    if total < PARALLEL_MIN_BYTES:
-        return None
-    half = total // 2
-    for path, name, lo, hi in spans:
-        if half <= hi - lo:
-            pos = find_gtid_boundary(path, lo + half)
-            if pos is not None and pos < hi:
-                return name, pos
-            return None
-        half -= hi - lo
-    return None
+        lo = start[1] if start and name == start[0] else 4
+        hi = stop[1] if stop and name == stop[0] else size
+        total += max(0, hi - lo)
+    return total
 
 
-def _work(files: list[str], start, stop, selection: Selection, where: str, spool_dir: str | None,
-          part: str, generated: dict | None = None) -> dict:
+def _events(source: tuple, start: tuple[str, int] | None, stop: tuple[str, int] | None, verify: bool = True):
+    """The events of a source from ``start`` to ``stop`` (exclusive): ``("files", paths)`` or
+    ``("live", reader keywords)`` (a live source always starts at a file's position given)."""
+    kind, what = source
+    if kind == "files":
+        from mysqlbackup.binlog.reader import iter_events
+        return iter_events(what, start, stop, verify_checksums=verify)
+    import random
+
+    from mysqlbackup.binlog.live import LiveReader
+    return LiveReader(**what, server_id=random.randint(1 << 30, (1 << 31) - 1), start_file=start[0],
+                      start_pos=start[1], stop=stop, verify_checksums=verify)
+
+
+def _work(source: tuple, start, stop, selection: Selection, where: str, spool_dir: str | None,
+          part: str, generated: dict | None = None, log: Callable[[str], None] | None = None,
+          progress_seconds: float = 1e9) -> dict:
     """One process's share: invert [start, stop) and write it reversed (no header) to ``part``."""
-    from mysqlbackup.binlog.reader import iter_events
-    fb = Flashback(selection, "", spool_dir, None, 1e9, where, generated)
+    fb = Flashback(selection, "", spool_dir, log, progress_seconds, where, generated)
     try:
-        fb.feed(iter_events(files, start, stop))
+        events = _events(source, start, stop)
+        if source[0] == "live":
+            with events:
+                fb.feed(events)
+        else:
+            fb.feed(events)
         with open(part, "wb") as out:
             fb.spool.write_reversed(out)
         return fb.state()
@@ -675,32 +650,82 @@ def _work(files: list[str], start, stop, selection: Selection, where: str, spool
         fb.close()
 
 
-def _generate_parallel(files, selection, output_path, spool_dir, log, where, split, source,
-                       generated=None, start_checked=False) -> Summary:
-    """Two processes, each inverting half the range; the newer half's script comes first."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    start = selection.start_position.coords if selection.start_position else None
-    stop = selection.stop_position.coords if selection.stop_position else None
-    parts = [f"{output_path}.part{i}" for i in (1, 2)]
-    t0 = time.monotonic()
-    log(f"reading in 2 processes, split at {split[0]}:{split[1]}")
+def _helper(conn) -> None:
+    """The second process: imports what the work needs while the parent plans the split, then
+    does the newer half it is sent (or nothing: None) and sends back its state or its error."""
+    import mysqlbackup.binlog.live  # noqa: F401 - imported now, while the parent walks the window
+    import mysqlbackup.binlog.reader  # noqa: F401
+    job = conn.recv()
+    if job is None:
+        return
     try:
-        # spawn, not fork: the caller (an Airflow task, a test run) may have threads, and a
-        # forked child can deadlock on a lock one of them held (logging, imports)
-        with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
-            older = pool.submit(_work, files, start, split, selection, where, spool_dir, parts[0], generated)
-            newer = pool.submit(_work, files, split, stop, selection, where, spool_dir, parts[1], generated)
-            a, b = older.result(), newer.result()
-        fb = Flashback(selection, source, spool_dir, log, 1e9, where, generated)
+        conn.send(("ok", _work(**job)))
+    except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent
+        try:
+            conn.send(("error", exc))
+        except Exception:  # noqa: BLE001 - an exception that does not pickle goes back as its text
+            conn.send(("error", FlashbackError(f"{type(exc).__name__}: {exc}")))
+
+
+def _two_processes(source: tuple, start: tuple[str, int], stop: tuple[str, int] | None, window_bytes: int,
+                   selection: Selection, output_path: str, spool_dir: str | None, log: Callable[[str], None],
+                   progress_seconds: float, where: str, generated: dict | None, described: str,
+                   start_checked: bool = False) -> Summary | None:
+    """The window read by two processes when it pays: this one reads and inverts the older part
+    itself, a second one (started first, so that its start-up is hidden behind the walk of
+    ``parallel.plan_split``) the newer part; the newer part's script comes first. None when one
+    process should do it (too little work, no boundary inside it, no second process possible):
+    the caller reads it alone."""
+    import multiprocessing
+
+    from mysqlbackup.flashback import parallel
+    if window_bytes < parallel.PARALLEL_MIN_BYTES or multiprocessing.current_process().daemon:
+        return None  # a daemonic process (some task runners) may not start children
+    t0 = time.monotonic()
+    # spawn, not fork: the caller (an Airflow task, a test run) may have threads, and a forked
+    # child can deadlock on a lock one of them held (logging, imports)
+    ctx = multiprocessing.get_context("spawn")
+    mine, theirs = ctx.Pipe()
+    helper = ctx.Process(target=_helper, args=(theirs,), daemon=True, name="flashback-newer-half")
+    helper.start()
+    theirs.close()
+    parts = [f"{output_path}.part{i}" for i in (1, 2)]
+    try:
+        try:
+            split = parallel.plan_split(_events(source, start, stop, verify=False), selection)
+        except Exception as exc:  # noqa: BLE001 - the read of one process reports it, with its messages
+            log(f"reading in 1 process: the walk for a split point stopped ({type(exc).__name__})")
+            split = None
+        if split is None:
+            mine.send(None)
+            helper.join(10)
+            return None
+        log(f"reading in 2 processes, {split.describe()} (walked in {time.monotonic() - t0:.2f} s)")
+        mine.send({"source": source, "start": split.at, "stop": stop, "selection": selection, "where": where,
+                   "spool_dir": spool_dir, "part": parts[1], "generated": generated})
+        older = _work(source, start, split.at, selection, where, spool_dir, parts[0], generated, log,
+                      progress_seconds)
+        try:
+            status, newer = mine.recv()
+        except EOFError:
+            raise FlashbackError(f"the second process (the window from {split.at[0]}:{split.at[1]}) ended without "
+                                 f"a result (exit code {helper.exitcode}); nothing was written") from None
+        if status != "ok":
+            raise newer
+        helper.join()
+        fb = Flashback(selection, described, spool_dir, log, 1e9, where, generated)
         fb.start_checked = start_checked
         try:
-            fb.absorb(a, b)
+            fb.absorb(older, newer)
             fb._t0 = t0
             return fb.write(output_path, parts=[parts[1], parts[0]])
         finally:
             fb.close()
     finally:
+        mine.close()
+        if helper.is_alive():
+            helper.terminate()
+            helper.join()
         for part in parts:
             if os.path.exists(part):
                 os.unlink(part)
@@ -736,11 +761,13 @@ def generate_from_files(files: list[str], selection: Selection, output_path: str
     if jobs is None:
         jobs = 2 if (os.cpu_count() or 1) >= 2 else 1
     if jobs > 1:
-        split = _split_point(files, selection.start_position.coords if start else None,
-                             selection.stop_position.coords if selection.stop_position else None)
-        if split is not None:
-            return _generate_parallel(files, selection, output_path, spool_dir, log or (lambda _m: None), where,
-                                      split, source, generated, start_checked)
+        first = (os.path.basename(files[0]), 4)  # as one process reads: the start file from its beginning
+        stop = selection.stop_position.coords if selection.stop_position else None
+        size = _window_bytes([(os.path.basename(f), os.path.getsize(f)) for f in files], first, stop)
+        done = _two_processes(("files", files), first, stop, size, selection, output_path, spool_dir,
+                              log or (lambda _m: None), progress_seconds, where, generated, source, start_checked)
+        if done is not None:
+            return done
     fb = Flashback(selection, source, spool_dir, log, progress_seconds, where, generated)
     fb.start_checked = start_checked
     try:
@@ -752,12 +779,15 @@ def generate_from_files(files: list[str], selection: Selection, output_path: str
 
 def generate_from_live(connect_kwargs: dict, selection: Selection, output_path: str, spool_dir: str | None = None,
                        log: Callable[[str], None] | None = None, progress_seconds: float = 10.0,
-                       server_id: int | None = None, where: str = "row") -> Summary:
+                       server_id: int | None = None, where: str = "row", jobs: int | None = None) -> Summary:
     """Flashback reading a live server as a replication client (needs REPLICATION SLAVE).
 
     The binlog is read from the start position (or the oldest binlog the server still has) up to
     where the server's binlog was when the run started; the same events as the archived files
-    give the same SQL.
+    give the same SQL. ``jobs``: processes (default: 2 when there are 2 cores and enough work),
+    each with its own dump connection (its own random server_id), split at a transaction
+    boundary that halves the window's rows (``flashback.parallel``). ``server_id``: the dump
+    connection's when one process reads (two processes take random ones, as without it).
     """
     import random
 
@@ -779,7 +809,8 @@ def generate_from_live(connect_kwargs: dict, selection: Selection, output_path: 
                     log(f"warning: the server's {name} is {value} now; flashback needs {want} for the events in "
                         "the window (each event is checked)")
             cur.execute("SHOW BINARY LOGS")
-            files = [r[0] for r in cur.fetchall()]
+            sizes = [(r[0], int(r[1])) for r in cur.fetchall()]
+            files = [name for name, _ in sizes]
             cur.execute("SHOW MASTER STATUS")
             end_file, end_pos = cur.fetchone()[:2]
     finally:
@@ -795,13 +826,26 @@ def generate_from_live(connect_kwargs: dict, selection: Selection, output_path: 
                              f"({files[0]} .. {files[-1]})")
     stop_at = (stop.file, stop.pos) if stop else (end_file, end_pos)
     server = connect_kwargs.get("unix_socket") or f"{connect_kwargs.get('host')}:{connect_kwargs.get('port')}"
-    fb = Flashback(selection, f"live server {server} ({start.file if start else files[0]} .. {stop_at[0]})",
-                   spool_dir, log, progress_seconds, where, generated_columns(connect_kwargs))
+    described = f"live server {server} ({start.file if start else files[0]} .. {stop_at[0]})"
+    generated = generated_columns(connect_kwargs)
+    first = (start.file if start else files[0], 4)
+    if jobs is None:
+        jobs = 2 if (os.cpu_count() or 1) >= 2 else 1
+    if jobs > 1:
+        # the password goes to the second process through its pipe (pickled), never a command line
+        reader_kw = {"host": connect_kwargs.get("host", "127.0.0.1"), "port": int(connect_kwargs.get("port", 3306)),
+                     "user": connect_kwargs["user"], "password": connect_kwargs.get("password", ""),
+                     "unix_socket": connect_kwargs.get("unix_socket")}
+        done = _two_processes(("live", reader_kw), first, stop_at, _window_bytes(sizes, first, stop_at), selection,
+                              output_path, spool_dir, log, progress_seconds, where, generated, described)
+        if done is not None:
+            return done
+    fb = Flashback(selection, described, spool_dir, log, progress_seconds, where, generated)
     try:
         reader = LiveReader(connect_kwargs.get("host", "127.0.0.1"), int(connect_kwargs.get("port", 3306)),
                             connect_kwargs["user"], connect_kwargs.get("password", ""),
                             server_id or random.randint(1 << 30, (1 << 31) - 1),
-                            start.file if start else files[0], 4, stop_at,
+                            first[0], 4, stop_at,
                             unix_socket=connect_kwargs.get("unix_socket"))
         with reader:
             fb.feed(reader)
