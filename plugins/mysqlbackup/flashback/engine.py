@@ -692,7 +692,9 @@ def _two_processes(source: tuple, start: tuple[str, int], stop: tuple[str, int] 
     parts = [f"{output_path}.part{i}" for i in (1, 2)]
     try:
         try:
-            split = parallel.plan_split(_events(source, start, stop, verify=False), selection)
+            walk = (parallel.walk_files(source[1], start, stop) if source[0] == "files"
+                    else _events(source, start, stop, verify=False))
+            split = parallel.plan_split(walk, selection)
         except Exception as exc:  # noqa: BLE001 - the read of one process reports it, with its messages
             log(f"reading in 1 process: the walk for a split point stopped ({type(exc).__name__})")
             split = None
@@ -700,9 +702,13 @@ def _two_processes(source: tuple, start: tuple[str, int], stop: tuple[str, int] 
             mine.send(None)
             helper.join(10)
             return None
+        try:
+            mine.send({"source": source, "start": split.at, "stop": stop, "selection": selection, "where": where,
+                       "spool_dir": spool_dir, "part": parts[1], "generated": generated})
+        except OSError as exc:  # it did not start (nothing is read yet): one process reads it all
+            log(f"reading in 1 process: the second process is gone ({exc}; exit code {helper.exitcode})")
+            return None
         log(f"reading in 2 processes, {split.describe()} (walked in {time.monotonic() - t0:.2f} s)")
-        mine.send({"source": source, "start": split.at, "stop": stop, "selection": selection, "where": where,
-                   "spool_dir": spool_dir, "part": parts[1], "generated": generated})
         older = _work(source, start, split.at, selection, where, spool_dir, parts[0], generated, log,
                       progress_seconds)
         try:
@@ -786,7 +792,9 @@ def generate_from_live(connect_kwargs: dict, selection: Selection, output_path: 
     where the server's binlog was when the run started; the same events as the archived files
     give the same SQL. ``jobs``: processes (default: 2 when there are 2 cores and enough work),
     each with its own dump connection (its own random server_id), split at a transaction
-    boundary that halves the window's rows (``flashback.parallel``). ``server_id``: the dump
+    boundary that halves the window's rows (``flashback.parallel``); only a window with a start
+    position is split (one without is read from the oldest binlog: the walk for the split would
+    stream every binlog the server holds once more). ``server_id``: the dump
     connection's when one process reads (two processes take random ones, as without it).
     """
     import random
@@ -831,7 +839,9 @@ def generate_from_live(connect_kwargs: dict, selection: Selection, output_path: 
     first = (start.file if start else files[0], 4)
     if jobs is None:
         jobs = 2 if (os.cpu_count() or 1) >= 2 else 1
-    if jobs > 1:
+    if jobs > 1 and start is not None:
+        # a window without a start position is read from the oldest binlog the server has: the walk
+        # that finds the split would stream all of them once more, so one process reads it (as before)
         # the password goes to the second process through its pipe (pickled), never a command line
         reader_kw = {"host": connect_kwargs.get("host", "127.0.0.1"), "port": int(connect_kwargs.get("port", 3306)),
                      "user": connect_kwargs["user"], "password": connect_kwargs.get("password", ""),
