@@ -6,6 +6,7 @@ read are reported as touching ``(schema, "*")``: refusing is safer than guessing
 """
 from __future__ import annotations
 
+import functools
 import re
 
 _IDENT = r"(?:`(?:[^`]|``)+`|[A-Za-z0-9_$\u0080-\uffff]+)"
@@ -13,16 +14,22 @@ _QNAME = rf"{_IDENT}(?:\s*\.\s*{_IDENT})?"
 _COMMENTS = re.compile(r"/\*.*?\*/|--[^\n]*|#[^\n]*", re.S)
 _TRANSACTION = re.compile(r"\s*(BEGIN|COMMIT|ROLLBACK|XA\s|SAVEPOINT|RELEASE\s+SAVEPOINT)\b", re.I)
 _DML = re.compile(r"\s*(INSERT|REPLACE|UPDATE|DELETE|LOAD\s+DATA)\b", re.I)
-_PATTERNS = [
-    re.compile(rf"\b(?:ALTER|CREATE|DROP|TRUNCATE|OPTIMIZE|REPAIR|ANALYZE)\s+(?:ONLINE\s+|OR\s+REPLACE\s+|"
-               rf"TEMPORARY\s+|IGNORE\s+)*TABLES?\s+(?:IF\s+(?:NOT\s+)?EXISTS\s+)?((?:{_QNAME})(?:\s*,\s*{_QNAME})*)",
-               re.I),
-    re.compile(rf"\bTRUNCATE\s+(?!TABLE\b)({_QNAME})", re.I),
-    re.compile(rf"\b(?:CREATE|DROP)\s+(?:UNIQUE\s+|FULLTEXT\s+|SPATIAL\s+)?INDEX\s+{_IDENT}\s+ON\s+({_QNAME})", re.I),
-    re.compile(r"\bRENAME\s+TABLES?\s+(.+)$", re.I | re.S),
-]
-_DATABASE = re.compile(rf"\b(?:DROP|ALTER)\s+(?:DATABASE|SCHEMA)\s+(?:IF\s+EXISTS\s+)?({_IDENT})", re.I)
-_NAME = re.compile(rf"({_IDENT})(?:\s*\.\s*({_IDENT}))?")
+@functools.cache
+def _patterns() -> tuple[list[re.Pattern], re.Pattern, re.Pattern]:
+    """The DDL patterns, compiled when the first DDL is read: with the non-ASCII identifier range
+    under re.I they take about 80 ms to compile, which every flashback paid at import before (a
+    window without DDL never needs them)."""
+    tables = [
+        re.compile(rf"\b(?:ALTER|CREATE|DROP|TRUNCATE|OPTIMIZE|REPAIR|ANALYZE)\s+(?:ONLINE\s+|OR\s+REPLACE\s+|"
+                   rf"TEMPORARY\s+|IGNORE\s+)*TABLES?\s+(?:IF\s+(?:NOT\s+)?EXISTS\s+)?((?:{_QNAME})(?:\s*,\s*{_QNAME})*)",
+                   re.I),
+        re.compile(rf"\bTRUNCATE\s+(?!TABLE\b)({_QNAME})", re.I),
+        re.compile(rf"\b(?:CREATE|DROP)\s+(?:UNIQUE\s+|FULLTEXT\s+|SPATIAL\s+)?INDEX\s+{_IDENT}\s+ON\s+({_QNAME})", re.I),
+        re.compile(r"\bRENAME\s+TABLES?\s+(.+)$", re.I | re.S),
+    ]
+    database = re.compile(rf"\b(?:DROP|ALTER)\s+(?:DATABASE|SCHEMA)\s+(?:IF\s+EXISTS\s+)?({_IDENT})", re.I)
+    name = re.compile(rf"({_IDENT})(?:\s*\.\s*({_IDENT}))?")
+    return tables, database, name
 
 
 def _unquote(ident: str) -> str:
@@ -31,7 +38,7 @@ def _unquote(ident: str) -> str:
 
 def _names(text: str, schema: str | None) -> set[tuple[str | None, str]]:
     out = set()
-    for m in _NAME.finditer(text):
+    for m in _patterns()[2].finditer(text):
         a, b = m.group(1), m.group(2)
         if a.upper() in ("TO", "IF", "EXISTS", "NOT", "WAIT", "NOWAIT", "CASCADE", "RESTRICT"):
             continue
@@ -52,11 +59,12 @@ def classify(statement: str) -> str:
 def touched_tables(statement: str, schema: str | None) -> set[tuple[str | None, str]]:
     """(schema, table) pairs a DDL statement changes; (schema, '*') for a whole database or unknown."""
     text = _COMMENTS.sub(" ", statement).strip()
-    m = _DATABASE.search(text)
+    tables, database, _ = _patterns()
+    m = database.search(text)
     if m:
         return {(_unquote(m.group(1)), "*")}
     found: set[tuple[str | None, str]] = set()
-    for pat in _PATTERNS:
+    for pat in tables:
         for m in pat.finditer(text):
             found |= _names(m.group(1), schema)
     if not found and re.match(r"\s*(GRANT|REVOKE|CREATE\s+USER|DROP\s+USER|ALTER\s+USER|SET\s|FLUSH|"
