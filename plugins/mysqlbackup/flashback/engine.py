@@ -447,10 +447,10 @@ class Flashback:
                 "window_transactions": self.window_transactions, "gtids_found": self.gtids_found,
                 "gtid_range": self.gtid_range, "first_event": self._first_event, "last_event": self._last_event}
 
-    def absorb(self, older: dict, newer: dict) -> None:
-        """Take in the states of the two halves of the range, older half first."""
+    def absorb(self, *states: dict) -> None:
+        """Take in the states of the parts of the range, oldest part first."""
         s = self.summary
-        for r in (older, newer):
+        for r in states:
             s.rows += r["rows"]
             s.transactions += r["transactions"]
             s.events += r["events"]
@@ -468,10 +468,10 @@ class Flashback:
             self.gtids_found |= r["gtids_found"]
             for d, (lo, hi) in r["gtid_range"].items():
                 _widen(self.gtid_range, d, lo, hi)
-        s.first = older["first"] or newer["first"]
-        s.last = newer["last"] or older["last"]
-        self._first_event = older["first_event"] or newer["first_event"]
-        self._last_event = newer["last_event"] or older["last_event"]
+        s.first = next((r["first"] for r in states if r["first"]), None)
+        s.last = next((r["last"] for r in reversed(states) if r["last"]), None)
+        self._first_event = next((r["first_event"] for r in states if r["first_event"]), None)
+        self._last_event = next((r["last_event"] for r in reversed(states) if r["last_event"]), None)
 
     # -- after the loop ------------------------------------------------------------------------
     def check(self) -> None:
@@ -631,35 +631,99 @@ def _events(source: tuple, start: tuple[str, int] | None, stop: tuple[str, int] 
                       start_pos=start[1], stop=stop, verify_checksums=verify)
 
 
+class _Claimed:
+    """The events of a read that goes on past each part's boundary only when it claims that part
+    (``claim()`` true): the first process's read of the window's parts from the front. Otherwise
+    it ends at the boundary, as a stop position there ends a read (``stopped``); the reader's
+    ``cut_at``/``cut_event`` pass through."""
+
+    def __init__(self, events, bounds: tuple[tuple[str, int], ...], claim: Callable[[], bool]) -> None:
+        self._events, self._bounds, self._claim = events, bounds, claim
+        self.parts = 1  # parts read (the first is this read's own)
+        self._stopped = False
+
+    def __getattr__(self, name: str):
+        return getattr(self._events, name)
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped or getattr(self._events, "stopped", False)
+
+    def __iter__(self):
+        bounds = self._bounds
+        i = 0
+        nfile, npos = bounds[0] if bounds else ("", -1)
+        gtid = F.GTID_EVENT
+        for ev in self._events:
+            if ev.type == gtid and ev.pos == npos and ev.file == nfile:
+                if not self._claim():
+                    self._stopped = True
+                    return
+                self.parts += 1
+                i += 1
+                nfile, npos = bounds[i] if i < len(bounds) else ("", -1)
+            yield ev
+
+
 def _work(source: tuple, start, stop, selection: Selection, where: str, spool_dir: str | None,
           part: str, generated: dict | None = None, log: Callable[[str], None] | None = None,
-          progress_seconds: float = 1e9) -> dict:
-    """One process's share: invert [start, stop) and write it reversed (no header) to ``part``."""
+          progress_seconds: float = 1e9, claimed: tuple | None = None) -> dict:
+    """One read: invert [start, stop) and write it reversed (no header) to ``part``. ``claimed``:
+    (bounds, claim) to read on past a bound only when ``claim()`` says the part is this read's."""
     fb = Flashback(selection, "", spool_dir, log, progress_seconds, where, generated)
     try:
-        events = _events(source, start, stop)
+        reader = _events(source, start, stop)
+        events = _Claimed(reader, *claimed) if claimed else reader
         if source[0] == "live":
-            with events:
+            with reader:
                 fb.feed(events)
         else:
             fb.feed(events)
         with open(part, "wb") as out:
             fb.spool.write_reversed(out)
-        return fb.state()
+        state = fb.state()
+        state["parts"] = events.parts if claimed else 1
+        return state
     finally:
         fb.close()
 
 
-def _helper(conn) -> None:
-    """The second process: imports what the work needs while the parent plans the split, then
-    does the newer half it is sent (or nothing: None) and sends back its state or its error."""
+def _claim_front(turns) -> bool:
+    """The first process takes the next part from the front, if the second has not taken it."""
+    with turns.get_lock():
+        if turns[0] > turns[1]:
+            return False
+        turns[0] += 1
+        return True
+
+
+def _claim_back(turns) -> int | None:
+    """The second process takes the next part from the back: its index, or None when they met."""
+    with turns.get_lock():
+        if turns[0] > turns[1]:
+            return None
+        turns[1] -= 1
+        return turns[1] + 1
+
+
+def _helper(conn, turns) -> None:
+    """The second process: imports what the work needs while the parent plans the parts, then
+    reads the window's parts from the back, one at a time, until it meets the parent (``turns``:
+    the next part each end would take), and sends back [(part index, state)] or its error."""
     import mysqlbackup.binlog.live  # noqa: F401 - imported now, while the parent walks the window
     import mysqlbackup.binlog.reader  # noqa: F401
+    ready = time.time()
     job = conn.recv()
     if job is None:
         return
     try:
-        conn.send(("ok", _work(**job)))
+        t = time.time()
+        bounds, stop, part = job.pop("bounds"), job.pop("stop"), job.pop("part")
+        done = []
+        while (j := _claim_back(turns)) is not None:
+            end = bounds[j] if j < len(bounds) else stop
+            done.append((j, _work(start=bounds[j - 1], stop=end, part=f"{part}{j}", **job)))
+        conn.send(("ok", (done, ready, time.time() - t)))
     except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent
         try:
             conn.send(("error", exc))
@@ -671,60 +735,75 @@ def _two_processes(source: tuple, start: tuple[str, int], stop: tuple[str, int] 
                    selection: Selection, output_path: str, spool_dir: str | None, log: Callable[[str], None],
                    progress_seconds: float, where: str, generated: dict | None, described: str,
                    start_checked: bool = False) -> Summary | None:
-    """The window read by two processes when it pays: this one reads and inverts the older part
-    itself, a second one (started first, so that its start-up is hidden behind the walk of
-    ``parallel.plan_split``) the newer part; the newer part's script comes first. None when one
-    process should do it (too little work, no boundary inside it, no second process possible):
-    the caller reads it alone."""
+    """The window read by two processes when it pays. ``parallel.plan_parts`` cuts it in parts of
+    about equal estimated work at transaction boundaries; this process reads from the front, on
+    through each next part while the second one has not taken it; the second (started first, so
+    that its start-up is hidden behind the walk) takes parts from the back, one read each, until
+    they meet: whichever runs faster reads more, whatever the estimate missed. The script is the
+    parts' inverses, newest first. None when one process should do it (too little work, no
+    boundary inside it, no second process possible): the caller reads it alone."""
     import multiprocessing
 
     from mysqlbackup.flashback import parallel
     if window_bytes < parallel.PARALLEL_MIN_BYTES or multiprocessing.current_process().daemon:
         return None  # a daemonic process (some task runners) may not start children
-    t0 = time.monotonic()
+    t0, started = time.monotonic(), time.time()
     # spawn, not fork: the caller (an Airflow task, a test run) may have threads, and a forked
     # child can deadlock on a lock one of them held (logging, imports)
     ctx = multiprocessing.get_context("spawn")
     mine, theirs = ctx.Pipe()
-    helper = ctx.Process(target=_helper, args=(theirs,), daemon=True, name="flashback-newer-half")
+    turns = ctx.Array("i", [1, 0])  # the next part from the front, from the back (set with the plan)
+    helper = ctx.Process(target=_helper, args=(theirs, turns), daemon=True, name="flashback-parts")
     helper.start()
     theirs.close()
-    parts = [f"{output_path}.part{i}" for i in (1, 2)]
+    prefix = f"{output_path}.part"
     try:
         try:
             walk = (parallel.walk_files(source[1], start, stop) if source[0] == "files"
                     else _events(source, start, stop, verify=False))
-            split = parallel.plan_split(walk, selection)
+            plan = parallel.plan_parts(walk, selection, where)
         except Exception as exc:  # noqa: BLE001 - the read of one process reports it, with its messages
-            log(f"reading in 1 process: the walk for a split point stopped ({type(exc).__name__})")
-            split = None
-        if split is None:
+            log(f"reading in 1 process: the walk for the parts stopped ({type(exc).__name__})")
+            plan = None
+        if plan is None:
             mine.send(None)
             helper.join(10)
             return None
+        with turns.get_lock():
+            turns[0], turns[1] = 1, plan.parts - 1
         try:
-            mine.send({"source": source, "start": split.at, "stop": stop, "selection": selection, "where": where,
-                       "spool_dir": spool_dir, "part": parts[1], "generated": generated})
-        except OSError as exc:  # it did not start (nothing is read yet): one process reads it all
+            mine.send({"source": source, "bounds": plan.bounds, "stop": stop, "selection": selection,
+                       "where": where, "spool_dir": spool_dir, "part": prefix, "generated": generated})
+        except OSError as exc:  # it is gone (nothing is read yet): this process reads it all
             log(f"reading in 1 process: the second process is gone ({exc}; exit code {helper.exitcode})")
             return None
-        log(f"reading in 2 processes, {split.describe()} (walked in {time.monotonic() - t0:.2f} s)")
-        older = _work(source, start, split.at, selection, where, spool_dir, parts[0], generated, log,
-                      progress_seconds)
+        log(f"reading in 2 processes, {plan.describe()}; walked in {time.monotonic() - t0:.2f} s")
+        t_front = time.time()
+        front = _work(source, start, stop, selection, where, spool_dir, f"{prefix}0", generated, log,
+                      progress_seconds, claimed=(plan.bounds, lambda: _claim_front(turns)))
+        t_front = time.time() - t_front
         try:
-            status, newer = mine.recv()
+            status, result = mine.recv()
         except EOFError:
-            raise FlashbackError(f"the second process (the window from {split.at[0]}:{split.at[1]}) ended without "
-                                 f"a result (exit code {helper.exitcode}); nothing was written") from None
+            raise FlashbackError(f"the second process ended without a result (exit code {helper.exitcode}); "
+                                 "nothing was written") from None
         if status != "ok":
-            raise newer
+            raise result
         helper.join()
+        back, ready, t_back = result
+        back.sort()
+        taken = front.pop("parts")
+        if [j for j, _ in back] != list(range(taken, plan.parts)):  # pragma: no cover - the claims say so
+            raise RuntimeError(f"parts read: 0..{taken - 1} here, {[j for j, _ in back]} there, of {plan.parts}")
+        log(f"parts 1-{taken} of {plan.parts} read here in {t_front:.2f} s, "
+            f"{len(back)} by the second process in {t_back:.2f} s (ready {ready - started:.2f} s after the "
+            "start); merging")
         fb = Flashback(selection, described, spool_dir, log, 1e9, where, generated)
         fb.start_checked = start_checked
         try:
-            fb.absorb(older, newer)
+            fb.absorb(front, *(state for _, state in back))
             fb._t0 = t0
-            return fb.write(output_path, parts=[parts[1], parts[0]])
+            return fb.write(output_path, parts=[f"{prefix}{j}" for j, _ in reversed(back)] + [f"{prefix}0"])
         finally:
             fb.close()
     finally:
@@ -732,7 +811,7 @@ def _two_processes(source: tuple, start: tuple[str, int], stop: tuple[str, int] 
         if helper.is_alive():
             helper.terminate()
             helper.join()
-        for part in parts:
+        for part in [f"{prefix}{j}" for j in range(parallel.PARTS + 1)]:
             if os.path.exists(part):
                 os.unlink(part)
 

@@ -3,14 +3,15 @@
 A flashback's cost is its rows: each row of the window is decoded and written as one statement,
 while an event outside the window (or of a table not selected) is skipped after its header. So the
 split is chosen by an estimate of that work, not by bytes of binlog: the bytes of the rows events
-of the transactions inside the window whose table is selected, an UPDATE's counted half (it holds
-two images per row), plus a small constant per event for the events read and skipped. A window
+of the transactions inside the window whose table is selected, each kind of row change weighed by
+what it costs in the flashback's mode (``_ROW``, ``_KEY``: an UPDATE holds two images per row but
+decodes fewer columns), plus a small constant per event for the events read and skipped. A window
 that is a small part of large files, or a few large transactions after many small ones, is still
 cut where half of its rows are on each side (a split by bytes put the whole of such a window on one
 side, or most of the rows of a mixed window).
 
 ``plan_split`` walks the events of the range once, headers only (a GTID event's and a table map's
-few bytes are read: the transaction's GTID and time, the table's names), and returns the position
+few bytes are read: the transaction's GTID and time, the table's names and key), and returns the position
 of the GTID event where the work before it comes closest to half, or None when the work is too
 small to pay for a second process. It is pure: it reads the events it is given (the file reader's
 or the live reader's, checksums not verified: the full read verifies them) and knows no process.
@@ -30,73 +31,83 @@ from datetime import datetime, timezone
 from typing import Iterable, Iterator
 
 from mysqlbackup.binlog import format as F
-from mysqlbackup.binlog.events import parse_format_description, parse_gtid
+from mysqlbackup.binlog.events import parse_format_description, parse_gtid, parse_table_map
 from mysqlbackup.binlog.reader import RawEvent, fde_checksum_alg
 from mysqlbackup.flashback.select import Gtid, Selection
 
 # bytes of binlog (known before reading: file sizes) below which no second process is started
 PARALLEL_MIN_BYTES = 4 << 20
-# estimated work (rows bytes) below which the split is not worth a second process: at the engine's
+# estimated work (bytes of inserts' rows events, the unit of _ROW/_KEY) below which the split is not worth a second process: at the engine's
 # 0.1-0.3 us of work per byte that is 0.4-1.2 s, against about 0.3-0.5 s for a second interpreter
 # to start and import (hidden behind this walk) and the merge of the two parts
 MIN_SPLIT_WORK = 4 << 20
+PARTS = 8  # parts of the window, taken by the two processes from either end until they meet
 EVENT_COST = 16  # the work of reading and skipping one event, in rows bytes (about 1.5 us)
 
-# per byte of a rows event, in halves (to stay in integers): an UPDATE holds two images per row
-_WEIGHT = {t: 1 if kind == "update" else 2 for t, kind in F.ROWS_EVENT_KIND.items()}
+# The work of a byte of a rows event by kind, measured on the wide shape of bench/flashback_bench.py
+# (one process each, 125k inserts then 125k updates of 3 of 11 columns, three runs): --where row,
+# an insert's DELETE decodes its whole image (40-46 ns/byte), an UPDATE (two images per row, only
+# the columns whose bytes differ decoded twice) 19 ns/byte; --where key, an insert's DELETE needs
+# only the key (8 ns/byte), an UPDATE sets the whole before image (21-24 ns/byte). A DELETE's
+# INSERT decodes its whole image in both modes. A table without a primary key is guarded by the
+# whole row in both modes.
+_ROW = {"insert": 1.0, "delete": 1.0, "update": 0.45}
+_KEY = {"insert": 0.2, "delete": 1.0, "update": 0.52}
 
 
 @dataclass(frozen=True)
-class Split:
-    """The boundary (``at``: file, position of a GTID event) and the estimated work on each side."""
+class Plan:
+    """The window cut in parts at transaction boundaries: ``bounds`` are the GTID events (file,
+    position) where parts 1.. begin (part 0 begins at the window's start, the last ends at its
+    stop); ``work`` the estimated work of each part."""
 
-    at: tuple[str, int]
-    older: int
-    newer: int
+    bounds: tuple[tuple[str, int], ...]
+    work: tuple[int, ...]
 
     @property
-    def total(self) -> int:
-        return self.older + self.newer
+    def parts(self) -> int:
+        return len(self.work)
 
     def describe(self) -> str:
-        share = self.older / self.total if self.total else 0.5
-        return (f"split at {self.at[0]}:{self.at[1]}, {share:.0%} of the estimated work before it "
-                f"({self.total / 1e6:.1f} MB of row events in the window)")
+        total = sum(self.work)
+        biggest = max(self.work) / total if total else 1
+        return (f"{self.parts} parts cut at transaction boundaries ({total / 1e6:.1f} MB of estimated row work "
+                f"in the window, the largest part {biggest:.0%} of it)")
 
 
-def plan_split(events: Iterable, selection: Selection, min_work: int | None = None) -> Split | None:
-    """The GTID boundary of ``events`` that best halves the window's estimated work, or None.
+def plan_parts(events: Iterable, selection: Selection, where: str = "row", parts: int = PARTS,
+               min_work: int | None = None) -> Plan | None:
+    """The window of ``events`` cut in up to ``parts`` parts of about equal estimated work, at
+    transaction boundaries (GTID events), or None.
 
-    ``events``: RawEvents in binlog order (every file's FORMAT_DESCRIPTION first). None when the
-    work is below ``min_work`` (default ``MIN_SPLIT_WORK``) or no transaction boundary leaves an
-    eighth of the work or more on each side (one transaction holds most of it)."""
+    ``events``: RawEvents in binlog order (every file's FORMAT_DESCRIPTION first); ``where``: the
+    mode the flashback runs in (``row`` or ``key``: they weigh the kinds of row change apart). None
+    when the work is below ``min_work`` (default ``MIN_SPLIT_WORK``), or one part would hold more
+    than 7/8 of it (one transaction holds most of the window)."""
     sel = selection
     timed = sel.start_time is not None or sel.stop_time is not None
     positioned = sel.start_position is not None or sel.stop_position is not None
     gtided = sel.start_gtid is not None or sel.stop_gtid is not None
-    tables = bool(sel.tables or sel.databases)
-    weights = _WEIGHT
-    tid_len = 6
-    selected: dict[int, bool] = {}    # table id -> selected
-    names: dict[bytes, bool] = {}     # table map names bytes -> selected
-    boundaries: list[tuple[tuple[str, int], int]] = []  # (GTID event position, work before it)
-    work = 0                          # in half rows bytes
+    kinds = F.ROWS_EVENT_KIND
+    tid_len, tm_post, mariadb = 6, 8, True
+    tables: dict[int, dict | None] = {}  # table id -> {event type: weight}, None: not selected
+    maps: dict[bytes, dict | None] = {}  # table map bytes after the id -> the same
+    plain = {t: _ROW[k] for t, k in kinds.items()}  # a rows event of a table whose map was not read
+    boundaries: list[tuple[tuple[str, int], float]] = []  # (GTID event position, work before it)
+    work = 0.0
     events_seen = 0
     in_window = True
     for ev in events:
         t = ev.type
         events_seen += 1
-        w = weights.get(t)
-        if w is not None:
+        if t in kinds:
             if in_window:
-                if tables:
-                    body = ev.body
-                    if not selected.get(int.from_bytes(body[:tid_len], "little"), True):
-                        continue
-                work += w * ev.event_size
+                weights = tables.get(int.from_bytes(ev.body[:tid_len], "little"), plain)
+                if weights is not None:
+                    work += weights[t] * ev.event_size
             continue
         if t == F.GTID_EVENT:
-            boundaries.append(((ev.file, ev.pos), work + EVENT_COST * 2 * events_seen))
+            boundaries.append(((ev.file, ev.pos), work + EVENT_COST * events_seen))
             in_window = True
             if gtided:
                 g = parse_gtid(ev.body, ev.server_id)
@@ -105,43 +116,57 @@ def plan_split(events: Iterable, selection: Selection, min_work: int | None = No
                 in_window = sel.wants_time(datetime.fromtimestamp(ev.timestamp, timezone.utc))
             if in_window and positioned:
                 in_window = sel.wants_position(ev.file, ev.pos)
-        elif t == F.TABLE_MAP_EVENT and tables:
+        elif t == F.TABLE_MAP_EVENT:
             body = bytes(ev.body)
-            tid = int.from_bytes(body[:tid_len], "little")
-            key = body[tid_len + 2:]
-            ok = names.get(key)
-            if ok is None:
-                if len(names) >= 4096:
-                    names.clear()
-                ok = names[key] = _table_selected(key, sel)
-            selected[tid] = ok
+            key = body[tid_len:]
+            weights = maps.get(key, False)
+            if weights is False:
+                if len(maps) >= 4096:
+                    maps.clear()
+                weights = maps[key] = _weights(body, tm_post, mariadb, sel, where)
+            tables[int.from_bytes(body[:tid_len], "little")] = weights
         elif t == F.FORMAT_DESCRIPTION_EVENT:
-            selected.clear()
-            tid_len = 4 if parse_format_description(ev.body).post_header_len(F.TABLE_MAP_EVENT) == 6 else 6
-    total = work + EVENT_COST * 2 * events_seen
-    if total < 2 * (MIN_SPLIT_WORK if min_work is None else min_work):
+            tables.clear()
+            fde = parse_format_description(ev.body)
+            tm_post, mariadb = fde.post_header_len(F.TABLE_MAP_EVENT) or 8, fde.is_mariadb
+            tid_len = 4 if tm_post == 6 else 6
+    total = work + EVENT_COST * events_seen
+    if total < (MIN_SPLIT_WORK if min_work is None else min_work):
         return None
-    half = total // 2
-    best = None
-    for at, before in boundaries:
-        if 0 < before < total and (best is None or abs(before - half) < abs(best[1] - half)):
-            best = (at, before)
-    if best is None or min(best[1], total - best[1]) < total // 8:
-        return None  # one side would hold almost all of it: a second process would hardly help
-    return Split(best[0], best[1] // 2, (total - best[1]) // 2)
+    # for each k-th of the work, the boundary closest to it (boundaries are in order of work)
+    chosen: list[tuple[tuple[str, int], float]] = []
+    i = 0
+    for k in range(1, parts):
+        target = total * k / parts
+        while i + 1 < len(boundaries) and abs(boundaries[i + 1][1] - target) <= abs(boundaries[i][1] - target):
+            i += 1
+        at, before = boundaries[i] if boundaries else (None, 0.0)
+        # no part of almost nothing (a boundary at the window's very start, or right after another)
+        if min(before - (chosen[-1][1] if chosen else 0.0), total - before) >= total / (4 * parts):
+            chosen.append((at, before))
+    if not chosen:
+        return None
+    edges = [0.0] + [w for _, w in chosen] + [total]
+    work_of = [int(hi - lo) for lo, hi in zip(edges, edges[1:])]
+    if max(work_of) > total * 7 / 8:
+        return None  # one part holds almost all of it (one large transaction): a second process would hardly help
+    return Plan(tuple(at for at, _ in chosen), tuple(work_of))
 
 
-def _table_selected(rest: bytes, sel: Selection) -> bool:
-    """Is the table a table map names (its body after the table id and flags) selected?"""
-    n = rest[0]
-    schema = rest[1:1 + n].decode("utf-8", "replace")
-    m = rest[2 + n]
-    table = rest[3 + n:3 + n + m].decode("utf-8", "replace")
-    return sel.wants_table(schema, table)
-
+def _weights(body: bytes, tm_post: int, mariadb: bool, sel: Selection, where: str) -> dict | None:
+    """{rows event type: work per byte} for the table a table map names; None when not selected."""
+    try:
+        tm = parse_table_map(body, tm_post, mariadb)
+    except Exception:  # noqa: BLE001 - an estimate: a map this walk cannot read weighs as a plain one
+        return {t: _ROW[k] for t, k in F.ROWS_EVENT_KIND.items()}
+    if not sel.wants_table(tm.schema, tm.table):
+        return None
+    by_kind = _KEY if where == "key" and tm.primary_key else _ROW
+    return {t: by_kind[k] for t, k in F.ROWS_EVENT_KIND.items()}
 
 
 _HEADER = struct.Struct("<IBIIIH")
+_ROWS = frozenset(F.ROWS_EVENT_KIND)
 _BODIES = frozenset({F.GTID_EVENT, F.TABLE_MAP_EVENT, F.FORMAT_DESCRIPTION_EVENT})
 _BLOCK = 1 << 20
 
@@ -182,7 +207,7 @@ def walk_files(paths: list[str], start: tuple[str, int] | None = None,
                                                      else os.pread(fd, esize, pos)) == F.BINLOG_CHECKSUM_ALG_CRC32 else 0
                     if csum:
                         body = body[:-csum]
-                elif etype in _WEIGHT:
+                elif etype in _ROWS:
                     body = blk[rel + 19:rel + 27]
                 else:
                     body = b""
