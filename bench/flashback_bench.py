@@ -273,7 +273,7 @@ def child_main(kind: str, payload: str) -> int:
 
 PROFILE_GROUPS = ("decode", "statement building", "event loop (feed: dispatch + inline statement text)",
                   "spool I/O", "reversal pass", "merge", "output write + checksum", "replication stream",
-                  "binlog file read", "start-up (imports, regex compile)", "other")
+                  "binlog file read", "walk for the parts (two processes)", "start-up (imports, regex compile)", "other")
 
 
 def _profile_group(key: tuple, name_of_caller_group=None) -> str:
@@ -287,8 +287,10 @@ def _profile_group(key: tuple, name_of_caller_group=None) -> str:
     if "/flashback/spool.py" in f:
         return "reversal pass" if func == "write_reversed" else "spool I/O"
     if "/flashback/engine.py" in f:
-        if func in ("absorb", "_generate_parallel", "_work", "state", "_split_point", "find_gtid_boundary"):
+        if func in ("absorb", "_two_processes", "_work", "state", "_helper", "_claim_back"):
             return "merge"
+        if func == "__iter__":  # _Front: the first process's part boundaries
+            return "event loop (feed: dispatch + inline statement text)"
         if func in ("write", "_sha256_from"):
             return "output write + checksum"
         if func in ("feed", "close_tx", "group_end"):
@@ -298,6 +300,8 @@ def _profile_group(key: tuple, name_of_caller_group=None) -> str:
         return "replication stream"
     if "/binlog/reader.py" in f:
         return "binlog file read"
+    if "/flashback/parallel.py" in f:
+        return "walk for the parts (two processes)"
     if fn.startswith("<frozen") or "importlib" in f or "/re/" in f or "/sre_" in f or "/enum.py" in f:
         return "start-up (imports, regex compile)"
     return "other"

@@ -455,15 +455,15 @@ def test_a_stop_or_start_position_inside_a_transaction_is_refused(binlog):
     files = [str(binlog.file)]
     sel = Selection.parse(start_position=f"{binlog.start[0]}:{binlog.start[1]}",
                           stop_position=f"{binlog.start[0]}:{rows_pos}")
-    from mysqlbackup.flashback import parallel
-    old = parallel.PARALLEL_MIN_BYTES, parallel.MIN_SPLIT_WORK
-    parallel.PARALLEL_MIN_BYTES, parallel.MIN_SPLIT_WORK = 1, 0
+    from mysqlbackup.flashback import engine, parallel
+    old = parallel.PARALLEL_MIN_BYTES, parallel.MIN_SPLIT_WORK, engine.PARTS_FIRST
+    parallel.PARALLEL_MIN_BYTES, parallel.MIN_SPLIT_WORK, engine.PARTS_FIRST = 1, 0, True
     try:
         with pytest.raises(FlashbackError, match=f"stop_position {binlog.start[0]}:{rows_pos} falls inside "
                                                  f"transaction {binlog.gtids[1]}"):
             generate_from_files(files, sel, str(binlog.dir.parent / "two.sql"), jobs=2)
     finally:
-        parallel.PARALLEL_MIN_BYTES, parallel.MIN_SPLIT_WORK = old
+        parallel.PARALLEL_MIN_BYTES, parallel.MIN_SPLIT_WORK, engine.PARTS_FIRST = old
     res = cli("generate", "--binlog-dir", binlog.dir, "--start-position", f"{binlog.start[0]}:{rows_pos}",
               "-o", binlog.dir.parent / "o.sql")
     assert res.returncode == 2, res.stderr

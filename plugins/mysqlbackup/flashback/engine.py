@@ -631,16 +631,26 @@ def _events(source: tuple, start: tuple[str, int] | None, stop: tuple[str, int] 
                       start_pos=start[1], stop=stop, verify_checksums=verify)
 
 
-class _Claimed:
-    """The events of a read that goes on past each part's boundary only when it claims that part
-    (``claim()`` true): the first process's read of the window's parts from the front. Otherwise
-    it ends at the boundary, as a stop position there ends a read (``stopped``); the reader's
-    ``cut_at``/``cut_event`` pass through."""
+# the shared state of a read in two processes (a multiprocessing Array of 64-bit ints, under its lock)
+_PUB, _AT_FILE, _AT_POS, _FRONT, _BACK, _PARTS = range(6)
+_END = 1 << 62  # "the first process has read to the end"
+# tests: the first process waits at its first transaction until the second has published its
+# parts (or found none), so that small windows are still read by both
+PARTS_FIRST = False
 
-    def __init__(self, events, bounds: tuple[tuple[str, int], ...], claim: Callable[[], bool]) -> None:
-        self._events, self._bounds, self._claim = events, bounds, claim
-        self.parts = 1  # parts read (the first is this read's own)
+
+class _Front:
+    """The first process's events: from the window's start, on through each part boundary only
+    when it claims that part. Until the second process publishes the parts, the position of each
+    transaction read is posted (``shared``), so that the parts it publishes begin after it; after
+    that, reaching a boundary claims the next part, or ends the read there when the second process
+    has taken it, as a stop position ends a read (``stopped``). The reader's ``cut_at`` and
+    ``cut_event`` pass through."""
+
+    def __init__(self, events, shared, bounds, index: dict[str, int]) -> None:
+        self._events, self._shared, self._bounds, self._index = events, shared, bounds, index
         self._stopped = False
+        self._wait = PARTS_FIRST
 
     def __getattr__(self, name: str):
         return getattr(self._events, name)
@@ -650,30 +660,54 @@ class _Claimed:
         return self._stopped or getattr(self._events, "stopped", False)
 
     def __iter__(self):
-        bounds = self._bounds
-        i = 0
-        nfile, npos = bounds[0] if bounds else ("", -1)
+        sh, bounds, index = self._shared, self._bounds, self._index
+        lock = sh.get_lock()
         gtid = F.GTID_EVENT
+        nxt = None   # the next part boundary (file index, position), once published
+        i = n = 0
         for ev in self._events:
-            if ev.type == gtid and ev.pos == npos and ev.file == nfile:
-                if not self._claim():
-                    self._stopped = True
-                    return
-                self.parts += 1
-                i += 1
-                nfile, npos = bounds[i] if i < len(bounds) else ("", -1)
+            if ev.type == gtid:
+                if nxt is None:
+                    here = (index[ev.file], ev.pos)
+                    with lock:
+                        published = sh[_PUB] == 1
+                        if not published:
+                            sh[_AT_FILE], sh[_AT_POS] = here
+                        n = sh[_PARTS]
+                    if not published and self._wait:
+                        self._wait = False
+                        deadline = time.monotonic() + 60
+                        while not sh[_PUB] and time.monotonic() < deadline:
+                            time.sleep(0.005)
+                    if not published:
+                        yield ev
+                        continue
+                    marks = [(bounds[2 * k], bounds[2 * k + 1]) for k in range(n - 1)]
+                    i = sum(1 for m in marks if m < here)  # the boundaries passed: this read's part is i
+                    nxt = marks[i] if i < n - 1 else (_END, 0)
+                if ev.pos == nxt[1] and index[ev.file] == nxt[0]:
+                    with lock:
+                        if sh[_FRONT] > sh[_BACK]:
+                            self._stopped = True
+                            return
+                        sh[_FRONT] += 1
+                    i += 1
+                    nxt = marks[i] if i < n - 1 else (_END, 0)
             yield ev
+        with lock:  # read to the end: nothing is left for the second process (when it publishes after this)
+            if not sh[_PUB]:
+                sh[_AT_FILE], sh[_AT_POS] = _END, 0
 
 
 def _work(source: tuple, start, stop, selection: Selection, where: str, spool_dir: str | None,
           part: str, generated: dict | None = None, log: Callable[[str], None] | None = None,
-          progress_seconds: float = 1e9, claimed: tuple | None = None) -> dict:
-    """One read: invert [start, stop) and write it reversed (no header) to ``part``. ``claimed``:
-    (bounds, claim) to read on past a bound only when ``claim()`` says the part is this read's."""
+          progress_seconds: float = 1e9, front: tuple | None = None) -> dict:
+    """One read: invert [start, stop) and write it reversed (no header) to ``part``. ``front``:
+    (shared, bounds, file index) of the first process's read (``_Front``)."""
     fb = Flashback(selection, "", spool_dir, log, progress_seconds, where, generated)
     try:
         reader = _events(source, start, stop)
-        events = _Claimed(reader, *claimed) if claimed else reader
+        events = _Front(reader, *front) if front else reader
         if source[0] == "live":
             with reader:
                 fb.feed(events)
@@ -681,49 +715,63 @@ def _work(source: tuple, start, stop, selection: Selection, where: str, spool_di
             fb.feed(events)
         with open(part, "wb") as out:
             fb.spool.write_reversed(out)
-        state = fb.state()
-        state["parts"] = events.parts if claimed else 1
-        return state
+        return fb.state()
     finally:
         fb.close()
 
 
-def _claim_front(turns) -> bool:
-    """The first process takes the next part from the front, if the second has not taken it."""
-    with turns.get_lock():
-        if turns[0] > turns[1]:
-            return False
-        turns[0] += 1
-        return True
-
-
-def _claim_back(turns) -> int | None:
+def _claim_back(sh) -> int | None:
     """The second process takes the next part from the back: its index, or None when they met."""
-    with turns.get_lock():
-        if turns[0] > turns[1]:
+    with sh.get_lock():
+        if sh[_FRONT] > sh[_BACK]:
             return None
-        turns[1] -= 1
-        return turns[1] + 1
+        sh[_BACK] -= 1
+        return sh[_BACK] + 1
 
 
-def _helper(conn, turns) -> None:
-    """The second process: imports what the work needs while the parent plans the parts, then
-    reads the window's parts from the back, one at a time, until it meets the parent (``turns``:
-    the next part each end would take), and sends back [(part index, state)] or its error."""
-    import mysqlbackup.binlog.live  # noqa: F401 - imported now, while the parent walks the window
-    import mysqlbackup.binlog.reader  # noqa: F401
+def _helper(conn, shared, bounds) -> None:
+    """The second process: walks the window (``parallel.plan_parts``) while the first one reads
+    it from the front, publishes the parts, then reads parts from the back, one read each, until
+    it meets the first (``shared``: see ``_Front``). Sends back ([(part index, state)], when it was
+    ready, seconds of reading, what the plan was) or its error."""
+    from mysqlbackup.flashback import parallel
     ready = time.time()
     job = conn.recv()
     if job is None:
         return
     try:
         t = time.time()
-        bounds, stop, part = job.pop("bounds"), job.pop("stop"), job.pop("part")
+        source, start, stop, index = job.pop("source"), job.pop("start"), job.pop("stop"), job.pop("index")
+        min_work = job.pop("min_work")
+        try:
+            if source[0] == "files":
+                plan = parallel.plan_parts(parallel.walk_files(source[1], start, stop), job["selection"], job["where"],
+                                           min_work=min_work)
+            else:
+                with _events(source, start, stop, verify=False) as walk:
+                    plan = parallel.plan_parts(walk, job["selection"], job["where"], min_work=min_work)
+            about = plan.describe() if plan else "too little work or one transaction holds most of it"
+        except Exception as exc:  # noqa: BLE001 - the first process reads it all, and reports what is wrong
+            plan, about = None, f"the walk stopped ({type(exc).__name__})"
         done = []
-        while (j := _claim_back(turns)) is not None:
-            end = bounds[j] if j < len(bounds) else stop
-            done.append((j, _work(start=bounds[j - 1], stop=end, part=f"{part}{j}", **job)))
-        conn.send(("ok", (done, ready, time.time() - t)))
+        if plan is None:
+            with shared.get_lock():
+                shared[_PUB] = 2  # no parts: the first process reads it all
+        else:
+            marks = [(index[f], p) for f, p in plan.bounds]
+            with shared.get_lock():
+                at = (shared[_AT_FILE], shared[_AT_POS])
+                for k, (f, p) in enumerate(marks):
+                    bounds[2 * k], bounds[2 * k + 1] = f, p
+                shared[_FRONT] = sum(1 for m in marks if m <= at) + 1
+                shared[_BACK] = plan.parts - 1
+                shared[_PARTS] = plan.parts
+                shared[_PUB] = 1
+            part = job.pop("part")
+            while (j := _claim_back(shared)) is not None:
+                end = plan.bounds[j] if j < len(plan.bounds) else stop
+                done.append((j, _work(source, plan.bounds[j - 1], end, part=f"{part}{j}", **job)))
+        conn.send(("ok", (done, ready, time.time() - t, about)))
     except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent
         try:
             conn.send(("error", exc))
@@ -732,72 +780,73 @@ def _helper(conn, turns) -> None:
 
 
 def _two_processes(source: tuple, start: tuple[str, int], stop: tuple[str, int] | None, window_bytes: int,
-                   selection: Selection, output_path: str, spool_dir: str | None, log: Callable[[str], None],
-                   progress_seconds: float, where: str, generated: dict | None, described: str,
-                   start_checked: bool = False) -> Summary | None:
-    """The window read by two processes when it pays. ``parallel.plan_parts`` cuts it in parts of
-    about equal estimated work at transaction boundaries; this process reads from the front, on
-    through each next part while the second one has not taken it; the second (started first, so
-    that its start-up is hidden behind the walk) takes parts from the back, one read each, until
-    they meet: whichever runs faster reads more, whatever the estimate missed. The script is the
-    parts' inverses, newest first. None when one process should do it (too little work, no
-    boundary inside it, no second process possible): the caller reads it alone."""
+                   names: list[str], selection: Selection, output_path: str, spool_dir: str | None,
+                   log: Callable[[str], None], progress_seconds: float, where: str, generated: dict | None,
+                   described: str, start_checked: bool = False) -> Summary | None:
+    """The window read by two processes when it pays. This process reads it from the front at
+    once; a second one walks it meanwhile (``parallel.plan_parts``: parts of about equal
+    estimated work, cut at transaction boundaries), publishes the parts that begin after where the
+    first one is, and reads them from the back, one read each, until the two meet: whichever runs
+    faster reads more, whatever the estimate missed, and the walk costs the first process
+    nothing. The script is the parts' inverses, newest first. ``names``: the binlog files in
+    order (positions are compared as (index, position)). None when one process should do it (too
+    little data, no second process possible): the caller reads it alone."""
     import multiprocessing
 
     from mysqlbackup.flashback import parallel
     if window_bytes < parallel.PARALLEL_MIN_BYTES or multiprocessing.current_process().daemon:
         return None  # a daemonic process (some task runners) may not start children
     t0, started = time.monotonic(), time.time()
+    index = {name: i for i, name in enumerate(names)}
     # spawn, not fork: the caller (an Airflow task, a test run) may have threads, and a forked
     # child can deadlock on a lock one of them held (logging, imports)
     ctx = multiprocessing.get_context("spawn")
     mine, theirs = ctx.Pipe()
-    turns = ctx.Array("i", [1, 0])  # the next part from the front, from the back (set with the plan)
-    helper = ctx.Process(target=_helper, args=(theirs, turns), daemon=True, name="flashback-parts")
+    shared = ctx.Array("q", 6)
+    bounds = ctx.Array("q", 2 * parallel.PARTS, lock=False)
+    helper = ctx.Process(target=_helper, args=(theirs, shared, bounds), daemon=True, name="flashback-parts")
     helper.start()
     theirs.close()
     prefix = f"{output_path}.part"
     try:
         try:
-            walk = (parallel.walk_files(source[1], start, stop) if source[0] == "files"
-                    else _events(source, start, stop, verify=False))
-            plan = parallel.plan_parts(walk, selection, where)
-        except Exception as exc:  # noqa: BLE001 - the read of one process reports it, with its messages
-            log(f"reading in 1 process: the walk for the parts stopped ({type(exc).__name__})")
-            plan = None
-        if plan is None:
-            mine.send(None)
-            helper.join(10)
-            return None
-        with turns.get_lock():
-            turns[0], turns[1] = 1, plan.parts - 1
-        try:
-            mine.send({"source": source, "bounds": plan.bounds, "stop": stop, "selection": selection,
+            # (the planner's threshold as this process has it: a spawned process imports its own)
+            mine.send({"source": source, "start": start, "stop": stop, "index": index,
+                       "min_work": parallel.MIN_SPLIT_WORK, "selection": selection,
                        "where": where, "spool_dir": spool_dir, "part": prefix, "generated": generated})
         except OSError as exc:  # it is gone (nothing is read yet): this process reads it all
             log(f"reading in 1 process: the second process is gone ({exc}; exit code {helper.exitcode})")
             return None
-        log(f"reading in 2 processes, {plan.describe()}; walked in {time.monotonic() - t0:.2f} s")
+        log("reading in 2 processes: this one from the start, the second walks the window for its parts")
         t_front = time.time()
         front = _work(source, start, stop, selection, where, spool_dir, f"{prefix}0", generated, log,
-                      progress_seconds, claimed=(plan.bounds, lambda: _claim_front(turns)))
+                      progress_seconds, front=(shared, bounds, index))
         t_front = time.time() - t_front
         try:
             status, result = mine.recv()
         except EOFError:
-            raise FlashbackError(f"the second process ended without a result (exit code {helper.exitcode}); "
-                                 "nothing was written") from None
-        if status != "ok":
+            status, result = "gone", None
+        helper.join(30)
+        with shared.get_lock():
+            published, taken, parts = shared[_PUB] == 1, shared[_FRONT], shared[_PARTS]
+        if status == "gone":
+            if published and taken < parts:
+                raise FlashbackError(f"the second process ended without a result (exit code {helper.exitcode}) "
+                                     "after it took parts of the window; nothing was written")
+            back, about = [], "the second process ended before it took a part"
+            ready, t_back = started, 0.0
+        elif status != "ok":
             raise result
-        helper.join()
-        back, ready, t_back = result
+        else:
+            back, ready, t_back, about = result
         back.sort()
-        taken = front.pop("parts")
-        if [j for j, _ in back] != list(range(taken, plan.parts)):  # pragma: no cover - the claims say so
-            raise RuntimeError(f"parts read: 0..{taken - 1} here, {[j for j, _ in back]} there, of {plan.parts}")
-        log(f"parts 1-{taken} of {plan.parts} read here in {t_front:.2f} s, "
-            f"{len(back)} by the second process in {t_back:.2f} s (ready {ready - started:.2f} s after the "
-            "start); merging")
+        if published and [j for j, _ in back] != list(range(taken, parts)):  # pragma: no cover - the claims say so
+            raise RuntimeError(f"parts read: before {taken} here, {[j for j, _ in back]} there, of {parts}")
+        if back:
+            log(f"{about}: parts 1-{taken} read here in {t_front:.2f} s, {len(back)} by the second process "
+                f"(ready {ready - started:.2f} s after the start; walk and parts {t_back:.2f} s); merging")
+        else:
+            log(f"read by this process alone ({about})")
         fb = Flashback(selection, described, spool_dir, log, 1e9, where, generated)
         fb.start_checked = start_checked
         try:
@@ -849,7 +898,8 @@ def generate_from_files(files: list[str], selection: Selection, output_path: str
         first = (os.path.basename(files[0]), 4)  # as one process reads: the start file from its beginning
         stop = selection.stop_position.coords if selection.stop_position else None
         size = _window_bytes([(os.path.basename(f), os.path.getsize(f)) for f in files], first, stop)
-        done = _two_processes(("files", files), first, stop, size, selection, output_path, spool_dir,
+        done = _two_processes(("files", files), first, stop, size, [os.path.basename(f) for f in files], selection,
+                              output_path, spool_dir,
                               log or (lambda _m: None), progress_seconds, where, generated, source, start_checked)
         if done is not None:
             return done
@@ -925,7 +975,7 @@ def generate_from_live(connect_kwargs: dict, selection: Selection, output_path: 
         reader_kw = {"host": connect_kwargs.get("host", "127.0.0.1"), "port": int(connect_kwargs.get("port", 3306)),
                      "user": connect_kwargs["user"], "password": connect_kwargs.get("password", ""),
                      "unix_socket": connect_kwargs.get("unix_socket")}
-        done = _two_processes(("live", reader_kw), first, stop_at, _window_bytes(sizes, first, stop_at), selection,
+        done = _two_processes(("live", reader_kw), first, stop_at, _window_bytes(sizes, first, stop_at), files, selection,
                               output_path, spool_dir, log, progress_seconds, where, generated, described)
         if done is not None:
             return done
