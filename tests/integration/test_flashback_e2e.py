@@ -9,6 +9,7 @@ import io
 import os
 import random
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -466,6 +467,49 @@ def test_two_processes_write_exactly_what_one_writes(server, tmp_path, monkeypat
             (tmp_path / "two.sql").rename(tmp_path / f"{name}-{path}.sql")
     apply_script(io.StringIO((tmp_path / "position-live.sql").read_text()), src.connect, log=lambda _m: None)
     assert checksums(conn) == before
+
+
+_HEAVY_MAIN = """
+import json, os, sys
+if __name__ == "__mp_main__":  # spawn ran this file again in the second process: what an airflow worker would pay
+    open(os.environ["MARKER"], "w").close()
+
+
+def main():
+    args = json.loads(sys.argv[1])
+    sys.path.insert(0, args["plugins"])
+    from mysqlbackup.flashback import engine, parallel
+    from mysqlbackup.flashback.select import Selection
+    parallel.PARALLEL_MIN_BYTES, parallel.MIN_SPLIT_WORK, engine.PARTS_FIRST = 1, 0, True
+    logs = []
+    engine.generate_from_files(args["files"], Selection.parse(start_position=args["start"]), args["out"],
+                               args["spool"], jobs=2, log=logs.append)
+    print(json.dumps(logs))
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def test_the_second_process_does_not_run_the_callers_main_script(server, tmp_path):
+    """spawn would run the caller's __main__ file again in the second process (in an Airflow worker,
+    the airflow command: an import of Airflow); it is started without it."""
+    import json
+    src, conn, _ = server
+    start = master_pos(conn)
+    workload(conn, random.Random(5), 60)
+    script = tmp_path / "heavy_main.py"
+    script.write_text(_HEAVY_MAIN)
+    marker = tmp_path / "main-ran-again"
+    args = {"plugins": str(Path(__file__).resolve().parents[2] / "plugins"), "files": binlogs(src),
+            "start": f"{start[0]}:{start[1]}", "out": str(tmp_path / "o.sql"), "spool": str(tmp_path)}
+    res = subprocess.run([sys.executable, str(script), json.dumps(args)], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "MARKER": str(marker)})
+    assert res.returncode == 0, res.stderr
+    logs = json.loads(res.stdout.strip().splitlines()[-1])
+    assert any("by the second process" in line for line in logs), logs
+    assert not marker.exists()
 
 
 def test_generated_and_invisible_columns(server, tmp_path):

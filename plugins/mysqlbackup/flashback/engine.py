@@ -779,6 +779,25 @@ def _helper(conn, shared, bounds) -> None:
             conn.send(("error", FlashbackError(f"{type(exc).__name__}: {exc}")))
 
 
+def _start_without_main(process) -> None:
+    """Start a spawned process without running the caller's main script in it first.
+
+    ``spawn`` runs the parent's ``__main__`` file again in the child (as ``__mp_main__``) before the
+    target: in an Airflow worker that file is the ``airflow`` command, so the child would import
+    Airflow (seconds and well over 100 MB) to run a function of this module. The target needs
+    nothing from ``__main__``, so while the child's start-up data is taken, ``__main__`` is a bare
+    module with no file to run."""
+    import sys
+    import types
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        process.start()
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
+
+
 def _two_processes(source: tuple, start: tuple[str, int], stop: tuple[str, int] | None, window_bytes: int,
                    names: list[str], selection: Selection, output_path: str, spool_dir: str | None,
                    log: Callable[[str], None], progress_seconds: float, where: str, generated: dict | None,
@@ -805,7 +824,7 @@ def _two_processes(source: tuple, start: tuple[str, int], stop: tuple[str, int] 
     shared = ctx.Array("q", 6)
     bounds = ctx.Array("q", 2 * parallel.PARTS, lock=False)
     helper = ctx.Process(target=_helper, args=(theirs, shared, bounds), daemon=True, name="flashback-parts")
-    helper.start()
+    _start_without_main(helper)
     theirs.close()
     prefix = f"{output_path}.part"
     try:
