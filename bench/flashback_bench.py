@@ -159,7 +159,8 @@ def _ours_result(summary, seconds: float, output: Path) -> dict:
             "summary": json.loads(json.dumps(shown, default=str))}
 
 
-def run_ours_live(settings: dict, start: str, stop: str, workdir: str, where: str = "row") -> dict:
+def run_ours_live(settings: dict, start: str, stop: str, workdir: str, where: str = "row",
+                  jobs: int | None = None) -> dict:
     """Our engine on the live path, as the mysql_flashback DAG calls it (plugins/operators/flashback.py):
     ``generate_from_live(connect_kwargs, selection, output, spool_dir, where=...)``, the selection being
     the benchmark's window ``start``..``stop`` (``file:pos``) as start_position/stop_position."""
@@ -177,7 +178,7 @@ def run_ours_live(settings: dict, start: str, stop: str, workdir: str, where: st
     output = work / "ours-live.sql"
     connect = {"charset": "utf8mb4", "connect_timeout": 10, **settings}
     summary = generate_from_live(connect, Selection(start_position=pos(start), stop_position=pos(stop)),
-                                 str(output), str(work), where=where)
+                                 str(output), str(work), where=where, jobs=jobs)
     return _ours_result(summary, time.perf_counter() - t0, output)
 
 
@@ -246,8 +247,8 @@ def run_plain(settings: dict, auto_position: str | None, server_id: int, stop_gt
             "seconds": time.perf_counter() - t0}
 
 
-def child_main(kind: str, payload: str) -> int:
-    args = json.loads(payload)
+def child_main(kind: str, payload_file: str) -> int:
+    args = json.loads(Path(payload_file).read_text())  # a file: the payload holds the server's password
     if kind == "ours":
         result = run_ours(args["files"], args["start"], args["stop"], args["workdir"], args.get("where", "row"),
                           args.get("jobs"))
@@ -348,9 +349,11 @@ def run_profile(args: dict) -> dict:
     prof = cProfile.Profile()
     prof.enable()
     try:
+        # one process: a second process's work would be invisible to cProfile
         if args["path"] == "live":
-            result = run_ours_live(args["settings"], args["start"], args["stop"], args["workdir"], args["where"])
-        else:  # one process: a second process's work would be invisible to cProfile
+            result = run_ours_live(args["settings"], args["start"], args["stop"], args["workdir"], args["where"],
+                                   jobs=1)
+        else:
             result = run_ours(args["files"], args["start"], args["stop"], args["workdir"], args["where"], jobs=1)
     finally:
         prof.disable()
@@ -404,8 +407,15 @@ def measure(argv: list[str], stdout_path: Path, timeout: float) -> dict:
 
 
 def run_child(kind: str, payload: dict, workdir: Path, timeout: float) -> dict:
-    argv = [sys.executable, str(Path(__file__).resolve()), "--child", kind, json.dumps(payload)]
-    res = measure(argv, workdir / f"{kind}.stdout", timeout)
+    # the payload (with the throwaway server's password) in a file only this user reads, not on the command line
+    fd, payload_file = tempfile.mkstemp(prefix=f"{kind}-", suffix=".json", dir=workdir)
+    with os.fdopen(fd, "w") as f:
+        json.dump(payload, f)
+    argv = [sys.executable, str(Path(__file__).resolve()), "--child", kind, payload_file]
+    try:
+        res = measure(argv, workdir / f"{kind}.stdout", timeout)
+    finally:
+        os.unlink(payload_file)
     if res["rc"] != 0:
         tail = res.get("stderr", "")[-3000:]
         return {"available": True, "error": f"exit {res['rc']} after {res['wall']:.1f} s\n{tail}"}
@@ -644,7 +654,7 @@ def main() -> int:  # noqa: C901 - the run, in order
                                                           "over several files)")
     ap.add_argument("--plain-sql", action="store_true",
                     help="the plain loop also writes naive inverse SQL (repr literals) to a file")
-    ap.add_argument("--child", nargs=2, metavar=("KIND", "JSON"), help=argparse.SUPPRESS)
+    ap.add_argument("--child", nargs=2, metavar=("KIND", "JSON_FILE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         return child_main(*args.child)
@@ -848,7 +858,7 @@ def report_profile(res: dict | None, profile: tuple, rows: int) -> int:
         return 1
     prof = res["profile"]
     total = prof["total"]
-    print(f"\nprofile of ours, shape {shape}, path {path}{' (one process)' if path == 'files' else ''}, "
+    print(f"\nprofile of ours, shape {shape}, path {path} (one process), "
           f"--where {where}: {res['rows']} rows in {res['seconds']:.2f} s under cProfile "
           f"({res['rows'] / res['seconds']:,.0f} rows/s; cProfile slows Python code, so shares matter, not the "
           f"speed); profiled self time {total:.2f} s, peak {res['maxrss_kb'] / 1024:.1f} MB")

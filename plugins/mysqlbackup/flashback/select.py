@@ -265,10 +265,12 @@ class Selection:
 
     def wants_position(self, file: str, pos: int) -> bool:
         """Is an event at file:pos inside the position window (start inclusive, stop exclusive)?"""
-        here = Position(file, pos)
-        if self.start_position is not None and here < self.start_position:
+        # as Position orders (file, pos), without making one per event (the engine asks per event)
+        here = (file, pos)
+        start, stop = self.start_position, self.stop_position
+        if start is not None and here < (start.file, start.pos):
             return False
-        return not (self.stop_position is not None and here >= self.stop_position)
+        return not (stop is not None and here >= (stop.file, stop.pos))
 
     def wants_time(self, when: datetime) -> bool:
         """Start inclusive, stop exclusive."""
