@@ -841,13 +841,20 @@ def _two_processes(source: tuple, start: tuple[str, int], stop: tuple[str, int] 
         front = _work(source, start, stop, selection, where, spool_dir, f"{prefix}0", generated, log,
                       progress_seconds, front=(shared, bounds, index))
         t_front = time.time() - t_front
-        try:
-            status, result = mine.recv()
-        except EOFError:
-            status, result = "gone", None
-        helper.join(30)
         with shared.get_lock():
-            published, taken, parts = shared[_PUB] == 1, shared[_FRONT], shared[_PARTS]
+            published = shared[_PUB] == 1
+        if not published:
+            # this process read the whole window (its read posted the end, so parts published from now
+            # on are all behind it): the second one's walk is not waited for
+            status, result = "ok", ([], started, 0.0, "the second process had not published its parts")
+        else:
+            try:
+                status, result = mine.recv()
+            except EOFError:
+                status, result = "gone", None
+            helper.join(30)
+        with shared.get_lock():
+            taken, parts = shared[_FRONT], shared[_PARTS]
         if status == "gone":
             if published and taken < parts:
                 raise FlashbackError(f"the second process ended without a result (exit code {helper.exitcode}) "
