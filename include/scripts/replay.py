@@ -525,7 +525,17 @@ def _applier(args, dfile: str, d: str, plan: dict, databases: list) -> dict:
             if status.get("Slave_SQL_Running") == "No":
                 break
             if waited not in ("-1", None, "NULL"):
-                time.sleep(0.05)  # reached: the UNTIL stops the thread right after
+                # reached: the UNTIL stops the thread right after, once an event after the stop shows it is
+                # past it. When the relay logs end exactly at the stop (the archive's newest file copied up
+                # to that transaction) no such event comes and the thread waits for more: it is done when
+                # its executed position is the stop (STOP SLAVE below ends it)
+                if (status.get("Relay_Master_Log_File"), int(status.get("Exec_Master_Log_Pos") or 0)) \
+                        == (plan["stop_file"], plan["stop_pos"]):
+                    break
+                if time.monotonic() > deadline:
+                    raise ScriptError(TRANSIENT, "the replay reached %s:%d but the applier did not stop within %d s"
+                                      % (plan["stop_file"], plan["stop_pos"], args.timeout))
+                time.sleep(0.05)
                 continue
             if time.monotonic() > deadline:
                 raise ScriptError(TRANSIENT, "the replay did not reach %s:%d within %d s (at %s:%s)"

@@ -163,16 +163,18 @@ class Env:
         self.procs.clear()
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def replay(self, target: MariaDB, mode: str, *stop: str, databases: str = "", check: bool = True) -> dict:
+    def replay(self, target: MariaDB, mode: str, *stop: str, databases: str = "", check: bool = True,
+               files: dict[str, bytes] | None = None) -> dict:
+        """``files``: the binlogs to send, by name (default: all of them, whole)."""
         work = Path(target.base) / "replay"
-        for f in self.files:
-            data = (self.binlogs / f).read_bytes()
+        files = files or {f: (self.binlogs / f).read_bytes() for f in self.files}
+        for f, data in files.items():
             import hashlib
             res = run_script("receive", "--dir", str(work), "--name", f, "--sha256", hashlib.sha256(data).hexdigest(),
                              "--size", str(len(data)), stdin=data)
             assert res["size"] == len(data)
         creds = json.dumps({"user": "root", "password": ""}).encode() + b"\n"
-        res = run_script("replay", "--dir", str(work), "--files", ",".join(self.files), "--host", "127.0.0.1",
+        res = run_script("replay", "--dir", str(work), "--files", ",".join(files), "--host", "127.0.0.1",
                          "--port", str(target.port), "--mode", mode, "--start-gtid", self.backup_gtid,
                          "--parallel", "4", *stop, *(["--databases", databases] if databases else []),
                          stdin=creds, check=check)
@@ -223,6 +225,24 @@ def test_replay_lands_exactly_on_the_target(env, mode, kind, k):
         assert res["transactions"] == int(want.split("-")[2]) - int(env.backup_gtid.split("-")[2])
         assert res["last_event_at"] < env.marks[k + 1]["start_at"].strftime("%Y-%m-%dT%H:%M:%SZ")
         assert not t.sql("SHOW ALL SLAVES STATUS")  # never a replica afterwards
+    finally:
+        env.stop(t)
+
+
+def test_the_applier_stops_at_a_stop_that_ends_the_last_file(env):
+    """The archive's newest file may end right at the stop (an open file copied up to its last
+    transaction): no event after it shows the SQL thread that it is past its UNTIL, so the applier
+    ends the replay by its executed position instead of waiting for more."""
+    m = env.marks[3]
+    names = env.files[:env.files.index(m["file"]) + 1]
+    data = {f: (env.binlogs / f).read_bytes() for f in names}
+    data[m["file"]] = data[m["file"]][:m["pos"]]  # batch 3's last transaction is the file's last event
+    t = env.restored()
+    try:
+        res = env.replay(t, "applier", "--stop-gtid", m["gtid"].split(",")[0], files=data)
+        assert checksums(t) == m["sums"], res["_stderr"][-3000:]
+        assert res["last_gtid"] == m["gtid"].split(",")[0]
+        assert not t.sql("SHOW ALL SLAVES STATUS")
     finally:
         env.stop(t)
 
