@@ -617,6 +617,14 @@ def _window_bytes(sizes: list[tuple[str, int]], start: tuple[str, int] | None, s
     return total
 
 
+def _reader_kw(connect_kwargs: dict) -> dict:
+    """A LiveReader's connection keywords from pymysql-style ``connect_kwargs`` (the password is
+    only handed on: to the reader, or pickled through a pipe to a second process)."""
+    return {"host": connect_kwargs.get("host", "127.0.0.1"), "port": int(connect_kwargs.get("port", 3306)),
+            "user": connect_kwargs["user"], "password": connect_kwargs.get("password", ""),
+            "unix_socket": connect_kwargs.get("unix_socket")}
+
+
 def _events(source: tuple, start: tuple[str, int] | None, stop: tuple[str, int] | None, verify: bool = True):
     """The events of a source from ``start`` to ``stop`` (exclusive): ``("files", paths)`` or
     ``("live", reader keywords)`` (a live source always starts at a file's position given)."""
@@ -921,11 +929,11 @@ def generate_from_files(files: list[str], selection: Selection, output_path: str
     if jobs is None:
         jobs = 2 if (os.cpu_count() or 1) >= 2 else 1
     if jobs > 1:
-        first = (os.path.basename(files[0]), 4)  # as one process reads: the start file from its beginning
+        read = [os.path.basename(f) for f in files]
+        first = (read[0], 4)  # as one process reads: the start file from its beginning
         stop = selection.stop_position.coords if selection.stop_position else None
-        size = _window_bytes([(os.path.basename(f), os.path.getsize(f)) for f in files], first, stop)
-        done = _two_processes(("files", files), first, stop, size, [os.path.basename(f) for f in files], selection,
-                              output_path, spool_dir,
+        size = _window_bytes([(name, os.path.getsize(f)) for name, f in zip(read, files)], first, stop)
+        done = _two_processes(("files", files), first, stop, size, read, selection, output_path, spool_dir,
                               log or (lambda _m: None), progress_seconds, where, generated, source, start_checked)
         if done is not None:
             return done
@@ -998,20 +1006,14 @@ def generate_from_live(connect_kwargs: dict, selection: Selection, output_path: 
         # a window without a start position is read from the oldest binlog the server has: the walk
         # that finds the split would stream all of them once more, so one process reads it (as before)
         # the password goes to the second process through its pipe (pickled), never a command line
-        reader_kw = {"host": connect_kwargs.get("host", "127.0.0.1"), "port": int(connect_kwargs.get("port", 3306)),
-                     "user": connect_kwargs["user"], "password": connect_kwargs.get("password", ""),
-                     "unix_socket": connect_kwargs.get("unix_socket")}
-        done = _two_processes(("live", reader_kw), first, stop_at, _window_bytes(sizes, first, stop_at), files, selection,
+        done = _two_processes(("live", _reader_kw(connect_kwargs)), first, stop_at, _window_bytes(sizes, first, stop_at), files, selection,
                               output_path, spool_dir, log, progress_seconds, where, generated, described)
         if done is not None:
             return done
     fb = Flashback(selection, described, spool_dir, log, progress_seconds, where, generated)
     try:
-        reader = LiveReader(connect_kwargs.get("host", "127.0.0.1"), int(connect_kwargs.get("port", 3306)),
-                            connect_kwargs["user"], connect_kwargs.get("password", ""),
-                            server_id or random.randint(1 << 30, (1 << 31) - 1),
-                            first[0], 4, stop_at,
-                            unix_socket=connect_kwargs.get("unix_socket"))
+        reader = LiveReader(**_reader_kw(connect_kwargs), server_id=server_id or random.randint(1 << 30, (1 << 31) - 1),
+                            start_file=first[0], start_pos=4, stop=stop_at)
         with reader:
             fb.feed(reader)
         return fb.write(output_path)
@@ -1035,10 +1037,8 @@ def _first_event_time(connect_kwargs: dict, file: str, server_id: int | None = N
     import random
 
     from mysqlbackup.binlog.live import LiveReader
-    reader = LiveReader(connect_kwargs.get("host", "127.0.0.1"), int(connect_kwargs.get("port", 3306)),
-                        connect_kwargs["user"], connect_kwargs.get("password", ""),
-                        server_id or random.randint(1 << 30, (1 << 31) - 1), file, 4, (file, 5),
-                        unix_socket=connect_kwargs.get("unix_socket"))
+    reader = LiveReader(**_reader_kw(connect_kwargs), server_id=server_id or random.randint(1 << 30, (1 << 31) - 1),
+                        start_file=file, start_pos=4, stop=(file, 5))
     with reader:
         for ev in reader:
             if ev.type == F.FORMAT_DESCRIPTION_EVENT:

@@ -38,9 +38,9 @@ from mysqlbackup.flashback.select import Gtid, Selection
 
 # bytes of binlog (known before reading: file sizes) below which no second process is started
 PARALLEL_MIN_BYTES = 4 << 20
-# estimated work (bytes of inserts' rows events, the unit of _ROW/_KEY) below which the split is not worth a second process: at the engine's
-# 0.1-0.3 us of work per byte that is 0.4-1.2 s, against about 0.3-0.5 s for a second interpreter
-# to start and import (hidden behind this walk) and the merge of the two parts
+# estimated work (bytes of inserts' rows events, the unit of _ROW/_KEY) below which a second process
+# is not worth it: at the engine's 0.1-0.3 us of work per byte that is 0.4-1.2 s, against about
+# 0.3-0.5 s for a second interpreter to start and import (hidden behind this walk) and the merge
 MIN_SPLIT_WORK = 4 << 20
 PARTS = 8  # parts of the window, taken by the two processes from either end until they meet
 EVENT_COST = 16  # the work of reading and skipping one event, in rows bytes (about 1.5 us)
@@ -54,6 +54,9 @@ EVENT_COST = 16  # the work of reading and skipping one event, in rows bytes (ab
 # whole row in both modes.
 _ROW = {"insert": 1.0, "delete": 1.0, "update": 0.45}
 _KEY = {"insert": 0.2, "delete": 1.0, "update": 0.52}
+# the same by rows event type: what a table's rows events weigh (shared by every table of that kind)
+_ROW_BY_TYPE = {t: _ROW[k] for t, k in F.ROWS_EVENT_KIND.items()}
+_KEY_BY_TYPE = {t: _KEY[k] for t, k in F.ROWS_EVENT_KIND.items()}
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,6 @@ def plan_parts(events: Iterable, selection: Selection, where: str = "row", parts
     tid_len, tm_post, mariadb = 6, 8, True
     tables: dict[int, dict | None] = {}  # table id -> {event type: weight}, None: not selected
     maps: dict[bytes, dict | None] = {}  # table map bytes after the id -> the same
-    plain = {t: _ROW[k] for t, k in kinds.items()}  # a rows event of a table whose map was not read
     boundaries: list[tuple[tuple[str, int], float]] = []  # (GTID event position, work before it)
     work = 0.0
     events_seen = 0
@@ -103,7 +105,8 @@ def plan_parts(events: Iterable, selection: Selection, where: str = "row", parts
         events_seen += 1
         if t in kinds:
             if in_window:
-                weights = tables.get(int.from_bytes(ev.body[:tid_len], "little"), plain)
+                # a table whose map was not read weighs as one in row mode
+                weights = tables.get(int.from_bytes(ev.body[:tid_len], "little"), _ROW_BY_TYPE)
                 if weights is not None:
                     work += weights[t] * ev.event_size
             continue
@@ -158,12 +161,11 @@ def _weights(body: bytes, tm_post: int, mariadb: bool, sel: Selection, where: st
     """{rows event type: work per byte} for the table a table map names; None when not selected."""
     try:
         tm = parse_table_map(body, tm_post, mariadb)
-    except Exception:  # noqa: BLE001 - an estimate: a map this walk cannot read weighs as a plain one
-        return {t: _ROW[k] for t, k in F.ROWS_EVENT_KIND.items()}
+    except Exception:  # noqa: BLE001 - an estimate: a map this walk cannot read weighs as in row mode
+        return _ROW_BY_TYPE
     if not sel.wants_table(tm.schema, tm.table):
         return None
-    by_kind = _KEY if where == "key" and tm.primary_key else _ROW
-    return {t: by_kind[k] for t, k in F.ROWS_EVENT_KIND.items()}
+    return _KEY_BY_TYPE if where == "key" and tm.primary_key else _ROW_BY_TYPE
 
 
 _HEADER = struct.Struct("<IBIIIH")
