@@ -102,9 +102,33 @@ install_python() {
   mv -f "${ROOT}/.venv/.installed.tmp" "${ROOT}/.venv/.installed"
 }
 
+# The optional native row-image decoder (plugins/mysqlbackup/binlog/_rowimage.c, why in its
+# header): compiled against the .venv's interpreter next to its source, rebuilt when the
+# source or the interpreter changes (a stamp of both). Without it (no compiler, a failed
+# build) flashback decodes in generated Python: the same output, 2-3x slower on wide rows.
+build_native() {
+  local src="${ROOT}/plugins/mysqlbackup/binlog/_rowimage.c" info so stamp
+  info="$("${ROOT}/.venv/bin/python" -c 'import sysconfig, sys; print(sysconfig.get_paths()["include"]); print(sysconfig.get_config_var("EXT_SUFFIX")); print(sys.version)')"
+  so="${src%.c}$(sed -n 2p <<<"${info}")"
+  stamp="$( (cat "${src}"; printf '%s\n' "${info}") | sha256sum | cut -c1-16)"
+  if [[ -f "${so}" && -f "${so}.stamp" && "$(cat "${so}.stamp")" == "${stamp}" ]]; then
+    log "native row decoder present"
+    return
+  fi
+  log "building the native row decoder ($(basename "${so}"))"
+  if gcc -O2 -fPIC -shared -Wall -fno-strict-aliasing -I"$(sed -n 1p <<<"${info}")" \
+      "${src}" -o "${so}.tmp" && mv -f "${so}.tmp" "${so}"; then
+    printf '%s\n' "${stamp}" > "${so}.stamp"
+  else
+    rm -f "${so}.tmp"
+    log "WARNING: the native row decoder did not build; flashback decodes in Python (same output, slower)"
+  fi
+}
+
 main() {
   install_system "$@"
   install_python "$@"
+  build_native
 }
 
 main "$@"
