@@ -339,7 +339,10 @@ def test_spool_reverses_groups_of_small_and_large_transactions_exactly(monkeypat
             stmts = [f"S{n}.{k} {'é' * rnd.randint(0, 3)}{'x' * rnd.randint(0, 60)};" for k in range(size)]
             sp.begin("")
             if rnd.random() < 0.5:
-                sp.add_many(stmts)
+                # blocks of random sizes (a rows event's statements each), empty ones included
+                cuts = sorted(rnd.randint(0, size) for _ in range(rnd.randint(0, 4)))
+                for lo, hi in zip([0] + cuts, cuts + [size]):
+                    sp.add_many(stmts[lo:hi])
             else:
                 for s in stmts:
                     sp.add(s)
@@ -349,6 +352,7 @@ def test_spool_reverses_groups_of_small_and_large_transactions_exactly(monkeypat
             sp.commit(f"-- tx {n}\n")
             model.append((f"-- tx {n}\n", stmts))
         sp.write_reversed(out)
+        assert (sp.transactions, sp.statements) == (len(model), sum(len(st) for _, st in model))
     want = "".join(head + "BEGIN;\n" + "".join(s + "\n" for s in reversed(stmts)) + "COMMIT;\n"
                    for head, stmts in reversed(model))
     assert out.getvalue() == want.encode("utf-8")
