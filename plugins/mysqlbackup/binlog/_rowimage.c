@@ -345,32 +345,18 @@ static int fixed_size(int kind, int a, int c) {
     }
 }
 
-static PyObject *image(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    (void)self;
-    if (nargs != 3 || !PyBytes_Check(args[0]) || !PyTuple_Check(args[2]) || PyTuple_GET_SIZE(args[2]) != 2) {
-        PyErr_SetString(PyExc_TypeError, "image(buf: bytes, p: int, spec: (bytes, tuple))");
-        return NULL;
-    }
-    const unsigned char *buf = (const unsigned char *)PyBytes_AS_STRING(args[0]);
-    Py_ssize_t end = PyBytes_GET_SIZE(args[0]);
-    Py_ssize_t p = PyLong_AsSsize_t(args[1]);
-    if (p == -1 && PyErr_Occurred()) return NULL;
-    PyObject *codes = PyTuple_GET_ITEM(args[2], 0), *objs = PyTuple_GET_ITEM(args[2], 1);
-    if (!PyBytes_Check(codes) || !PyTuple_Check(objs) || PyBytes_GET_SIZE(codes) % 8
-        || PyTuple_GET_SIZE(objs) != PyBytes_GET_SIZE(codes) / 8) {
-        PyErr_SetString(PyExc_TypeError, "image: spec is (codes: bytes, 8 per column; objs: tuple, 1 per column)");
-        return NULL;
-    }
+/* The wanted columns of the image at buf[p:] into out[0..] (new references); the new p, or -1
+ * with an exception set (out then holds nothing). */
+static Py_ssize_t decode_into(const unsigned char *buf, Py_ssize_t p, Py_ssize_t end, PyObject *spec,
+                              PyObject **out) {
+    PyObject *codes = PyTuple_GET_ITEM(spec, 0), *objs = PyTuple_GET_ITEM(spec, 1);
     const unsigned char *cs = (const unsigned char *)PyBytes_AS_STRING(codes);
-    Py_ssize_t ncols = PyBytes_GET_SIZE(codes) / 8, nwanted = 0;
-    for (Py_ssize_t j = 0; j < ncols; j++) nwanted += (cs[8 * j + 1] & F_WANTED) != 0;
-    if (p < 0 || p > end) return overrun();
+    Py_ssize_t ncols = PyBytes_GET_SIZE(codes) / 8;
+    if (p < 0 || p > end) { overrun(); return -1; }
     Py_ssize_t nnull = (ncols + 7) / 8;
-    if (end - p < nnull) return overrun();
+    if (end - p < nnull) { overrun(); return -1; }
     const unsigned char *nulls = buf + p;
     p += nnull;
-    PyObject *out = PyTuple_New(nwanted + 1);
-    if (!out) return NULL;
     Py_ssize_t k = 0;
     for (Py_ssize_t j = 0; j < ncols; j++) {
         const unsigned char *c = cs + 8 * j;
@@ -378,21 +364,21 @@ static PyObject *image(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
         int a = c[2] | c[3] << 8, b = c[4] | c[5] << 8, cc = c[6] | c[7] << 8;
         int wanted = flags & F_WANTED;
         if ((flags & F_NULLABLE) && (nulls[j >> 3] & (1 << (j & 7)))) {
-            if (wanted) { Py_INCREF(s_null); PyTuple_SET_ITEM(out, k++, s_null); }
+            if (wanted) { Py_INCREF(s_null); out[k++] = s_null; }
             continue;
         }
         int size = fixed_size(kind, a, cc);
         PyObject *v = NULL;
         if (size >= 0) {
-            if (end - p < size) { Py_DECREF(out); return overrun(); }
+            if (end - p < size) { overrun(); goto fail; }
             if (wanted) v = value(kind, a, b, cc, PyTuple_GET_ITEM(objs, j), buf + p);
             p += size;
         } else {
             /* a: length-prefix bytes; b: BINARY(n) pad length */
-            if (a < 1 || a > 4 || end - p < a) { Py_DECREF(out); return overrun(); }
+            if (a < 1 || a > 4 || end - p < a) { overrun(); goto fail; }
             Py_ssize_t len = (Py_ssize_t)le(buf + p, a);
             p += a;
-            if (end - p < len) { Py_DECREF(out); return overrun(); }
+            if (end - p < len) { overrun(); goto fail; }
             if (wanted) {
                 const unsigned char *s = buf + p;
                 if (kind == K_BIN) v = hex_literal("X'", 2, s, len, 2 * (Py_ssize_t)b);
@@ -403,14 +389,238 @@ static PyObject *image(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
             p += len;
         }
         if (wanted) {
-            if (!v) { Py_DECREF(out); return NULL; }
-            PyTuple_SET_ITEM(out, k++, v);
+            if (!v) goto fail;
+            out[k++] = v;
         }
+    }
+    return p;
+fail:
+    while (k > 0) Py_DECREF(out[--k]);
+    return -1;
+}
+
+static int check_spec(PyObject *spec, Py_ssize_t *nwanted) {
+    if (!PyTuple_Check(spec) || PyTuple_GET_SIZE(spec) != 2) goto bad;
+    PyObject *codes = PyTuple_GET_ITEM(spec, 0), *objs = PyTuple_GET_ITEM(spec, 1);
+    if (!PyBytes_Check(codes) || !PyTuple_Check(objs) || PyBytes_GET_SIZE(codes) % 8
+        || PyTuple_GET_SIZE(objs) != PyBytes_GET_SIZE(codes) / 8)
+        goto bad;
+    const unsigned char *cs = (const unsigned char *)PyBytes_AS_STRING(codes);
+    Py_ssize_t n = 0;
+    for (Py_ssize_t j = 0; j < PyBytes_GET_SIZE(codes) / 8; j++) n += (cs[8 * j + 1] & F_WANTED) != 0;
+    *nwanted = n;
+    return 0;
+bad:
+    PyErr_SetString(PyExc_TypeError, "spec is (codes: bytes, 8 per column; objs: tuple, 1 per column)");
+    return -1;
+}
+
+static PyObject *image(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    Py_ssize_t nwanted;
+    if (nargs != 3 || !PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "image(buf: bytes, p: int, spec)");
+        return NULL;
+    }
+    if (check_spec(args[2], &nwanted) < 0) return NULL;
+    Py_ssize_t p = PyLong_AsSsize_t(args[1]);
+    if (p == -1 && PyErr_Occurred()) return NULL;
+    PyObject *out = PyTuple_New(nwanted + 1);
+    if (!out) return NULL;
+    p = decode_into((const unsigned char *)PyBytes_AS_STRING(args[0]), p, PyBytes_GET_SIZE(args[0]), args[2],
+                    &PyTuple_GET_ITEM(out, 0));
+    if (p < 0) {
+        for (Py_ssize_t i = 0; i <= nwanted; i++) PyTuple_SET_ITEM(out, i, NULL);
+        Py_DECREF(out);
+        return NULL;
     }
     PyObject *np = PyLong_FromSsize_t(p);
     if (!np) { Py_DECREF(out); return NULL; }
-    PyTuple_SET_ITEM(out, k, np);
+    PyTuple_SET_ITEM(out, nwanted, np);
     return out;
+}
+
+/* --- statements ------------------------------------------------------------------------------ */
+
+/* The concatenation of n str pieces (one allocation; a copy per piece). */
+static PyObject *concat(PyObject **pc, Py_ssize_t n) {
+    Py_ssize_t len = 0;
+    Py_UCS4 maxc = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        len += PyUnicode_GET_LENGTH(pc[i]);
+        Py_UCS4 m = PyUnicode_MAX_CHAR_VALUE(pc[i]);
+        if (m > maxc) maxc = m;
+    }
+    PyObject *u = PyUnicode_New(len, maxc);
+    if (!u) return NULL;
+    if (PyUnicode_KIND(u) == PyUnicode_1BYTE_KIND) {
+        Py_UCS1 *o = PyUnicode_1BYTE_DATA(u);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            Py_ssize_t l = PyUnicode_GET_LENGTH(pc[i]);
+            memcpy(o, PyUnicode_1BYTE_DATA(pc[i]), l);
+            o += l;
+        }
+    } else {
+        Py_ssize_t at = 0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            Py_ssize_t l = PyUnicode_GET_LENGTH(pc[i]);
+            if (PyUnicode_CopyCharacters(u, at, pc[i], 0, l) < 0) { Py_DECREF(u); return NULL; }
+            at += l;
+        }
+    }
+    return u;
+}
+
+static int str_differ(PyObject *x, PyObject *y) {
+    if (x == y) return 0;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(x);
+    if (n != PyUnicode_GET_LENGTH(y) || PyUnicode_KIND(x) != PyUnicode_KIND(y)) return 1;
+    return memcmp(PyUnicode_DATA(x), PyUnicode_DATA(y), n * PyUnicode_KIND(x)) != 0;
+}
+
+/* rows(buf, p, end, before_spec|None, after_spec|None, plan) -> [statement, ...]: every row of a
+ * rows event decoded and its inverse statement built, as TableSQL.code's code would (decode.py
+ * uses this only for whole images of native types; the tests compare both).
+ *   plan ("T", pieces): each piece a str, or an int: the literal at that index of the row's
+ *        wanted before literals followed by its wanted after literals;
+ *   plan ("U", head, key, cols, iskey, eq, ns): the guarded UPDATE of TableSQL.update_rule. */
+static PyObject *rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 6 || !PyBytes_Check(args[0]) || !PyTuple_Check(args[5]) || PyTuple_GET_SIZE(args[5]) < 2) {
+        PyErr_SetString(PyExc_TypeError, "rows(buf: bytes, p, end, before_spec, after_spec, plan: tuple)");
+        return NULL;
+    }
+    const unsigned char *buf = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    Py_ssize_t p = PyLong_AsSsize_t(args[1]), end = PyLong_AsSsize_t(args[2]);
+    if ((p == -1 || end == -1) && PyErr_Occurred()) return NULL;
+    if (end > PyBytes_GET_SIZE(args[0]) || end < 0) return overrun();
+    PyObject *bspec = args[3] == Py_None ? NULL : args[3], *aspec = args[4] == Py_None ? NULL : args[4];
+    Py_ssize_t nb = 0, na = 0;
+    if (bspec && check_spec(bspec, &nb) < 0) return NULL;
+    if (aspec && check_spec(aspec, &na) < 0) return NULL;
+    PyObject *plan = args[5];
+    PyObject *tag = PyTuple_GET_ITEM(plan, 0);
+    int guarded = PyUnicode_Check(tag) && PyUnicode_CompareWithASCIIString(tag, "U") == 0;
+    PyObject *tmpl = NULL, *head = NULL, *key = NULL, *cols = NULL, *eq = NULL, *ns = NULL;
+    const unsigned char *iskey = NULL;
+    Py_ssize_t npieces;
+    if (guarded) {
+        if (PyTuple_GET_SIZE(plan) != 7) goto badplan;
+        head = PyTuple_GET_ITEM(plan, 1); key = PyTuple_GET_ITEM(plan, 2); cols = PyTuple_GET_ITEM(plan, 3);
+        PyObject *ik = PyTuple_GET_ITEM(plan, 4);
+        eq = PyTuple_GET_ITEM(plan, 5); ns = PyTuple_GET_ITEM(plan, 6);
+        if (!PyUnicode_Check(head) || !PyTuple_Check(key) || !PyTuple_Check(cols) || !PyBytes_Check(ik)
+            || !PyTuple_Check(eq) || !PyTuple_Check(ns) || !bspec || !aspec || nb != na
+            || PyBytes_GET_SIZE(ik) != nb || PyTuple_GET_SIZE(eq) != nb || PyTuple_GET_SIZE(ns) != nb)
+            goto badplan;
+        iskey = (const unsigned char *)PyBytes_AS_STRING(ik);
+        for (Py_ssize_t i = 0; i < nb; i++)
+            if (!PyUnicode_Check(PyTuple_GET_ITEM(eq, i)) || !PyUnicode_Check(PyTuple_GET_ITEM(ns, i))) goto badplan;
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(key) + PyTuple_GET_SIZE(cols); i++) {
+            PyObject *o = i < PyTuple_GET_SIZE(key) ? PyTuple_GET_ITEM(key, i) : PyTuple_GET_ITEM(cols, i - PyTuple_GET_SIZE(key));
+            Py_ssize_t x = PyLong_Check(o) ? PyLong_AsSsize_t(o) : -1;
+            if (x < 0 || x >= nb) { PyErr_Clear(); goto badplan; }
+        }
+        npieces = 2 * PyTuple_GET_SIZE(cols) + 2 * nb + 4 * PyTuple_GET_SIZE(key) + 8;
+    } else {
+        if (PyTuple_GET_SIZE(plan) != 2 || !PyTuple_Check(PyTuple_GET_ITEM(plan, 1))) goto badplan;
+        tmpl = PyTuple_GET_ITEM(plan, 1);
+        npieces = PyTuple_GET_SIZE(tmpl);
+        for (Py_ssize_t i = 0; i < npieces; i++) {
+            PyObject *o = PyTuple_GET_ITEM(tmpl, i);
+            if (PyUnicode_Check(o)) continue;
+            Py_ssize_t x = PyLong_Check(o) ? PyLong_AsSsize_t(o) : -1;
+            if (x < 0 || x >= nb + na) { PyErr_Clear(); goto badplan; }
+        }
+    }
+    static PyObject *s_comma = NULL, *s_where = NULL, *s_and = NULL, *s_limit = NULL, *s_semi = NULL;
+    if (!s_comma) {
+        s_comma = PyUnicode_InternFromString(", ");
+        s_where = PyUnicode_InternFromString(" WHERE ");
+        s_and = PyUnicode_InternFromString(" AND ");
+        s_limit = PyUnicode_InternFromString(" LIMIT 1;");
+        s_semi = PyUnicode_InternFromString(";");
+        if (!s_comma || !s_where || !s_and || !s_limit || !s_semi) return NULL;
+    }
+    PyObject **lit = PyMem_Malloc(sizeof(PyObject *) * (nb + na + npieces + 1));
+    if (!lit) return PyErr_NoMemory();
+    PyObject **pc = lit + nb + na;
+    PyObject *out = PyList_New(0);
+    if (!out) { PyMem_Free(lit); return NULL; }
+    while (p < end) {
+        if (bspec && (p = decode_into(buf, p, end, bspec, lit)) < 0) goto fail;
+        if (aspec && (p = decode_into(buf, p, end, aspec, lit + nb)) < 0) {
+            for (Py_ssize_t i = 0; i < nb; i++) Py_DECREF(lit[i]);
+            goto fail;
+        }
+        Py_ssize_t n = 0;
+        if (!guarded) {
+            for (Py_ssize_t i = 0; i < npieces; i++) {
+                PyObject *o = PyTuple_GET_ITEM(tmpl, i);
+                pc[n++] = PyUnicode_Check(o) ? o : lit[PyLong_AsSsize_t(o)];
+            }
+        } else {
+            PyObject **B = lit, **A = lit + nb;
+            Py_ssize_t nk = PyTuple_GET_SIZE(key), nc = PyTuple_GET_SIZE(cols), changed = 0;
+            pc[n++] = head;
+            for (Py_ssize_t j = 0; j < nc; j++) {
+                Py_ssize_t i = PyLong_AsSsize_t(PyTuple_GET_ITEM(cols, j));
+                if (str_differ(B[i], A[i])) {
+                    if (changed++) pc[n++] = s_comma;
+                    pc[n++] = PyTuple_GET_ITEM(eq, i);
+                    pc[n++] = B[i];
+                }
+            }
+            if (!changed) {  /* nothing (writable) changed: every writable column set back and matched */
+                for (Py_ssize_t j = 0; j < nc; j++) {
+                    Py_ssize_t i = PyLong_AsSsize_t(PyTuple_GET_ITEM(cols, j));
+                    if (j) pc[n++] = s_comma;
+                    pc[n++] = PyTuple_GET_ITEM(eq, i);
+                    pc[n++] = B[i];
+                }
+            }
+            pc[n++] = s_where;
+            if (nk) {
+                for (Py_ssize_t j = 0; j < nk; j++) {
+                    Py_ssize_t i = PyLong_AsSsize_t(PyTuple_GET_ITEM(key, j));
+                    if (j) pc[n++] = s_and;
+                    pc[n++] = PyTuple_GET_ITEM(eq, i);
+                    pc[n++] = A[i];
+                }
+                for (Py_ssize_t j = 0; j < nc; j++) {
+                    Py_ssize_t i = PyLong_AsSsize_t(PyTuple_GET_ITEM(cols, j));
+                    if (iskey[i] || (changed && !str_differ(B[i], A[i]))) continue;
+                    pc[n++] = s_and;
+                    pc[n++] = PyTuple_GET_ITEM(ns, i);
+                    pc[n++] = A[i];
+                }
+                pc[n++] = s_semi;
+            } else {
+                for (Py_ssize_t i = 0; i < nb; i++) {
+                    if (i) pc[n++] = s_and;
+                    pc[n++] = PyTuple_GET_ITEM(ns, i);
+                    pc[n++] = A[i];
+                }
+                pc[n++] = s_limit;
+            }
+        }
+        PyObject *st = concat(pc, n);
+        for (Py_ssize_t i = 0; i < nb + na; i++) Py_DECREF(lit[i]);
+        if (!st) goto fail;
+        int r = PyList_Append(out, st);
+        Py_DECREF(st);
+        if (r < 0) goto fail;
+    }
+    PyMem_Free(lit);
+    return out;
+fail:
+    PyMem_Free(lit);
+    Py_DECREF(out);
+    return NULL;
+badplan:
+    PyErr_SetString(PyExc_TypeError, "rows: plan is (\"T\", pieces) or (\"U\", head, key, cols, iskey, eq, ns) "
+                    "matching the specs");
+    return NULL;
 }
 
 static PyObject *set_error(PyObject *self, PyObject *cls) {
@@ -423,6 +633,8 @@ static PyObject *set_error(PyObject *self, PyObject *cls) {
 static PyMethodDef methods[] = {
     {"image", (PyCFunction)(void (*)(void))image, METH_FASTCALL,
      "image(buf, p, spec) -> (literal, ..., new_p): one row image's wanted columns as SQL literals"},
+    {"rows", (PyCFunction)(void (*)(void))rows, METH_FASTCALL,
+     "rows(buf, p, end, before_spec, after_spec, plan) -> [statement, ...]: a rows event's inverse statements"},
     {"set_error", set_error, METH_O, "set_error(cls): the exception raised for a damaged image"},
     {NULL, NULL, 0, NULL},
 };

@@ -561,8 +561,14 @@ class _Gen:
             return f"(nb{i >> 3} ^ na{i >> 3}) & {1 << (i & 7)} or {raw}"
         return raw
 
-    def native_image(self, idx: list[int], want: frozenset[int] | None, ind: int, var: str) -> list[str]:
-        """``image`` by one call to the native decoder (every column in ``idx`` is of its types)."""
+    def native_spec(self, present: bytes, want: frozenset[int] | None, var: str):
+        """The native decoder's spec of an image, its items (as ``image``'s) and the variables of
+        the wanted columns in order; None when a present column is of a type it leaves to Python."""
+        if self.native is None:
+            return None
+        idx = [i for i in range(len(self.cols)) if present[i >> 3] & (1 << (i & 7))]
+        if any(self.native[i] is None for i in idx):
+            return None
         codes = bytearray()
         objs = []
         items = ["None"] * len(self.cols)
@@ -575,18 +581,26 @@ class _Gen:
             if wanted:
                 items[i] = f"{var}{i}"
                 targets.append(items[i])
-        spec = self.const((bytes(codes), tuple(objs)))
+        return (bytes(codes), tuple(objs)), items, targets
+
+    def native_image(self, present: bytes, want: frozenset[int] | None, ind: int, var: str) -> list[str] | None:
+        """``image`` by one call to the native decoder, or None (a type it leaves to Python)."""
+        got = self.native_spec(present, want, var)
+        if got is None:
+            return None
+        spec, items, targets = got
         self.consts.setdefault("NIMG", _rowimage.image)
-        self.emit(ind, f"{', '.join(targets + ['p'])}, = NIMG(buf, p, {spec})")
+        self.emit(ind, f"{', '.join(targets + ['p'])}, = NIMG(buf, p, {self.const(spec)})")
         return items
 
     def image(self, present: bytes, want: frozenset[int] | None, ind: int, var: str = "v") -> list[str]:
         """Code for one row image; returns the list expression items (one per column): the
         variables ``<var><column>`` holding the literals, ``None`` for a column not wanted."""
+        items = self.native_image(present, want, ind, var) if self.native is not None else None
+        if items is not None:
+            return items
         cols = self.cols
         idx = [i for i in range(len(cols)) if present[i >> 3] & (1 << (i & 7))]
-        if self.native is not None and all(self.native[i] is not None for i in idx):
-            return self.native_image(idx, want, ind, var)
         nnull = (len(idx) + 7) // 8
         self.off = 0
         need_bits = any(cols[i].nullable for i in idx)
@@ -702,6 +716,11 @@ class RowCodec:
                               f"column bitmap for {len(pb) * 8} columns, table map has {ncols}")
         consts = _base_globals()
         g = _Gen(cols, consts, self.native)
+        if builder is not None and g.native is not None and hasattr(builder, "pieces"):
+            fn = self._native_rows(g, kind, pb, pa, wb, wa, builder)
+            if fn is not None:
+                self.sources[key + (builder,)] = "native rows"
+                return fn
         g.emit(0, "def decode_rows(buf, p, end):")
         g.emit(1, "out = []")
         g.emit(1, "append = out.append")
@@ -759,6 +778,39 @@ class RowCodec:
         exec(code, ns)  # noqa: S102 - source built from integers and our own names only
         self.sources[key if builder is None else key + (builder,)] = src
         return ns["decode_rows"]
+
+    def _native_rows(self, g: _Gen, kind: str, pb: bytes, pa: bytes, wb, wa, builder):
+        """The statements of a rows event built by the native decoder (``_rowimage.rows``): the
+        builder's pieces (its ``pieces``) or its guarded UPDATE (``update_rule``) as data. None
+        when an image has a type the native decoder leaves to Python, or the UPDATE's images are
+        not whole (the generated code then raises as the builder does)."""
+        before = after = None
+        if kind != "insert":
+            before = g.native_spec(pb, wb, "b")
+            if before is None:
+                return None
+        if kind != "delete":
+            after = g.native_spec(pa, wa, "v")
+            if after is None:
+                return None
+        pieces = builder.pieces(kind, before and before[1], after and after[1])
+        if pieces is None:  # the guarded UPDATE: every column of both images, in column order
+            n = len(g.cols)
+            if len(before[2]) != n or len(after[2]) != n:
+                return None
+            plan = ("U",) + builder.update_rule()
+        else:
+            index = {name: k for k, name in enumerate((before[2] if before else []) + (after[2] if after else []))}
+            if any(type(p) is not str and p not in index for p in pieces):
+                return None
+            plan = ("T", tuple(index[p] if type(p) is not str else p for p in pieces))
+        bspec = before[0] if before else None
+        aspec = after[0] if after else None
+        rows = _rowimage.rows
+
+        def statements(buf, p, end):
+            return rows(buf, p, end, bspec, aspec, plan)
+        return statements
 
 
 # --- single values (for tests and tools) -----------------------------------------------------------

@@ -66,8 +66,18 @@ class TableSQL:
         compared (their literals may still be equal), besides what the WHERE always needs."""
         if decode is not None and kind == "update" and self.guard_row:
             return self._guarded_update(before, after, const, decode, differ)
+        pieces = self.pieces(kind, before, after)
+        if pieces is not None:
+            return ["s = " + self._concat(pieces, const)]
+        self._check_whole(before, after)
+        return self._guarded_update(before, after, const, lambda _image, _i: [], None)
+
+    def pieces(self, kind: str, before: list[str] | None, after: list[str] | None) -> list | None:
+        """The statement of ``kind`` as text pieces and variables (``_Var``, names from ``before``/
+        ``after`` as in ``code``), or None for the guarded UPDATE, which is no fixed sequence
+        (``code``, ``update_rule``)."""
         if kind == "insert":
-            return ["s = " + self._concat(self._where_pieces(after, self._delete_head) + [";"], const)]
+            return self._where_pieces(after, self._delete_head) + [";"]
         if kind == "delete":
             cols = self._writable if self._writable is not None else range(len(self.columns))
             pieces: list[str] = [self._insert_head]
@@ -75,7 +85,7 @@ class TableSQL:
                 if n:
                     pieces.append(", ")
                 pieces.append("DEFAULT" if before[i] == "None" else _Var(before[i]))
-            return ["s = " + self._concat(pieces + [");"], const)]
+            return pieces + [");"]
         if kind != "update":
             raise ValueError(f"no statement for a rows event of kind {kind!r}")
         eq = self._eq
@@ -87,10 +97,22 @@ class TableSQL:
                     if len(pieces) > 1:
                         pieces.append(", ")
                     pieces += [eq[i], _Var(v)]
-            return ["s = " + self._concat(self._where_pieces(after, pieces + [" WHERE "]) + [";"], const)]
+            return self._where_pieces(after, pieces + [" WHERE "]) + [";"]
+        return None
+
+    def _check_whole(self, before: list[str], after: list[str]) -> None:
         if any(before[i] == "None" or after[i] == "None" for i in range(len(before))):
             raise ValueError(f"{self.target}: the guarded UPDATE needs both whole row images")
-        return self._guarded_update(before, after, const, lambda _image, _i: [], None)
+
+    def update_rule(self) -> tuple:
+        """The guarded UPDATE (``_guarded_update``) as data, for the native statement builder
+        (binlog/_rowimage.c, ``rows``): (head, key columns, writable columns, per column: 1 if in
+        the key, ``col=`` and ``col<=>`` texts). Both images whole; a column of the writable ones
+        is set back when its literals differ; none differs: all of them."""
+        n = len(self.columns)
+        cols = tuple(self._writable) if self._writable is not None else tuple(range(n))
+        return (self._update_head, self.key or (), cols, bytes(i in self._keyset for i in range(n)),
+                tuple(self._eq), tuple(self._ns))
 
     def _guarded_update(self, before: list[str], after: list[str], const, decode, differ) -> list[str]:
         """The guarded UPDATE's code; ``differ`` None: every literal is decoded already (``decode``
