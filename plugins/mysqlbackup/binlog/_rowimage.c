@@ -521,9 +521,12 @@ static PyObject *rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
             Py_ssize_t x = PyLong_Check(o) ? PyLong_AsSsize_t(o) : -1;
             if (x < 0 || x >= nb) { PyErr_Clear(); goto badplan; }
         }
-        npieces = 2 * PyTuple_GET_SIZE(cols) + 2 * nb + 4 * PyTuple_GET_SIZE(key) + 8;
+        /* head; SET: 3 per writable column; WHERE: 3 per key column, 3 per column; the tail */
+        npieces = 3 * PyTuple_GET_SIZE(cols) + 3 * PyTuple_GET_SIZE(key) + 3 * nb + 8;
     } else {
-        if (PyTuple_GET_SIZE(plan) != 2 || !PyTuple_Check(PyTuple_GET_ITEM(plan, 1))) goto badplan;
+        if (!PyUnicode_Check(tag) || PyUnicode_CompareWithASCIIString(tag, "T") != 0 || PyTuple_GET_SIZE(plan) != 2
+            || !PyTuple_Check(PyTuple_GET_ITEM(plan, 1)))
+            goto badplan;
         tmpl = PyTuple_GET_ITEM(plan, 1);
         npieces = PyTuple_GET_SIZE(tmpl);
         for (Py_ssize_t i = 0; i < npieces; i++) {

@@ -49,7 +49,11 @@ class TableSQL:
             return None, self._keyset  # key-only mode: the after image's key finds the row
         return None, None
 
-    lazy_update = True  # the guarded UPDATE can decode only the columns it needs (see ``code``)
+    @property
+    def lazy_update(self) -> bool:
+        """The guarded UPDATE can decode only the columns it needs (see ``code``); the key-only one
+        sets back every column of the before image."""
+        return self.guard_row
 
     def code(self, kind: str, before: list[str] | None, after: list[str] | None, const, decode=None,
              differ=None) -> list[str]:
