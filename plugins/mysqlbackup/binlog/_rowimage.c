@@ -14,8 +14,8 @@
  * digit groups, the temporal types with their fractions, ENUM/SET members looked up in tables
  * decode.py builds, strings quoted with the same escapes when they are valid UTF-8 (CPython's
  * strict decoder decides) or as hex. A DECIMAL digit group out of range (never written by a
- * server: Python would print a number carried across groups) raises, as does an image that
- * runs past the event.
+ * server: Python would print a number carried across groups) raises, as do a DECIMAL whose
+ * scale is above its precision (a damaged table map) and an image that runs past the event.
  *
  * image(buf, p, spec) -> (literal, ..., new_p): the literals of the wanted columns in order.
  *   spec = (codes: bytes, 8 per present column, objs: tuple, one per present column)
@@ -130,6 +130,12 @@ static PyObject *decimal(const unsigned char *s, int prec, int scale, int size) 
     char o[96];
     int intg = prec - scale, intg0 = intg / 9, intg0x = intg % 9;
     int frac0 = scale / 9, frac0x = scale % 9;
+    /* scale above precision or no digits (a damaged table map: a server never writes one): its
+     * digit groups are not the value's size bytes (a negative DIG2BYTES index, reads past them) */
+    if (intg < 0 || size < 1) {
+        PyErr_Format(binlog_error ? binlog_error : PyExc_ValueError, "DECIMAL(%d,%d): no such type", prec, scale);
+        return NULL;
+    }
     if (size > (int)sizeof d) return overrun();
     memcpy(d, s, size);
     int neg = !(d[0] & 0x80);

@@ -714,6 +714,11 @@ class RowCodec:
         if len(pb) < nb or len(pa) < nb:
             raise BinlogError(f"rows event for {self.table_map.schema}.{self.table_map.table}: "
                               f"column bitmap for {len(pb) * 8} columns, table map has {ncols}")
+        used = (pa,) if kind == "insert" else (pb,) if kind == "delete" else (pb, pa)
+        if not any(bm[i >> 3] & (1 << (i & 7)) for bm in used for i in range(ncols)):
+            # a row of no columns takes no bytes: the loop over the rows would never end
+            raise BinlogError(f"rows event for {self.table_map.schema}.{self.table_map.table}: "
+                              "its row images have no columns")
         consts = _base_globals()
         g = _Gen(cols, consts, self.native)
         if builder is not None and g.native is not None and hasattr(builder, "pieces"):
@@ -798,7 +803,11 @@ class RowCodec:
             n = len(g.cols)
             if len(before[2]) != n or len(after[2]) != n:
                 return None
-            plan = ("U",) + builder.update_rule()
+            rule = builder.update_rule()
+            head, key, wcols, iskey, eq, ns = rule
+            if not (len(iskey) == len(eq) == len(ns) == n and all(0 <= i < n for i in key + wcols)):
+                return None  # names that do not fit the table map (a damaged one): the generated code decides
+            plan = ("U",) + rule
         else:
             index = {name: k for k, name in enumerate((before[2] if before else []) + (after[2] if after else []))}
             if any(type(p) is not str and p not in index for p in pieces):

@@ -39,9 +39,11 @@ from mysqlbackup.flashback.select import Gtid, Selection
 # bytes of binlog (known before reading: file sizes) below which no second process is started
 PARALLEL_MIN_BYTES = 4 << 20
 # estimated work (bytes of inserts' rows events, the unit of _ROW/_KEY) below which a second process
-# is not worth it: at the engine's 0.1-0.3 us of work per byte that is 0.4-1.2 s, against about
-# 0.3-0.5 s for a second interpreter to start and import (hidden behind this walk) and the merge
-MIN_SPLIT_WORK = 4 << 20
+# is not worth it: with the native decoder the engine does 0.04-0.06 us of work per byte, so 7 MB is
+# 0.3-0.4 s, about what a second interpreter's start, its imports and the merge cost. Measured on the
+# bench (2026-12-03): nopk (6.0 MB of work) 0.37 s in one process against 0.43-0.48 s in two; narrow
+# (8.4 MB, most of it the per-event cost) 1.07 s in two against 1.20-1.28 s in one
+MIN_SPLIT_WORK = 7 << 20
 PARTS = 8  # parts of the window, taken by the two processes from either end until they meet
 EVENT_COST = 16  # the work of reading and skipping one event, in rows bytes (about 1.5 us)
 
