@@ -467,11 +467,30 @@ static PyObject *concat(PyObject **pc, Py_ssize_t n) {
             o += l;
         }
     } else {
-        Py_ssize_t at = 0;
+        /* wider text (a literal with non-Latin-1 characters): each piece copied or widened here,
+         * not by PyUnicode_CopyCharacters (its checks per call cost more than the copy of a piece) */
+        int tk = PyUnicode_KIND(u);
+        char *o = PyUnicode_DATA(u);
         for (Py_ssize_t i = 0; i < n; i++) {
             Py_ssize_t l = PyUnicode_GET_LENGTH(pc[i]);
-            if (PyUnicode_CopyCharacters(u, at, pc[i], 0, l) < 0) { Py_DECREF(u); return NULL; }
-            at += l;
+            int sk = PyUnicode_KIND(pc[i]);
+            const void *src = PyUnicode_DATA(pc[i]);
+            if (sk == tk) {
+                memcpy(o, src, (size_t)l * tk);
+            } else if (tk == PyUnicode_2BYTE_KIND) {   /* from 1 byte */
+                Py_UCS2 *d = (Py_UCS2 *)o;
+                const Py_UCS1 *q = src;
+                for (Py_ssize_t k = 0; k < l; k++) d[k] = q[k];
+            } else if (sk == PyUnicode_1BYTE_KIND) {    /* 4 bytes from 1 */
+                Py_UCS4 *d = (Py_UCS4 *)o;
+                const Py_UCS1 *q = src;
+                for (Py_ssize_t k = 0; k < l; k++) d[k] = q[k];
+            } else {                                    /* 4 bytes from 2 */
+                Py_UCS4 *d = (Py_UCS4 *)o;
+                const Py_UCS2 *q = src;
+                for (Py_ssize_t k = 0; k < l; k++) d[k] = q[k];
+            }
+            o += (size_t)l * tk;
         }
     }
     return u;
