@@ -24,6 +24,7 @@ from mysqlbackup.binlog import format as F
 from mysqlbackup.binlog.decode import RowCodec, decimal_size, decode_value
 from mysqlbackup.binlog.events import RowsEventHeader, TableMap
 from mysqlbackup.binlog.reader import BinlogError
+from test_binlog_format import _pack_decimal
 
 native = pytest.mark.skipif(decode._rowimage is None, reason="the native row decoder is not built "
                             "(test_native_decoder_is_built fails for that: run scripts/install.sh)")
@@ -228,26 +229,11 @@ def float_value(rnd: random.Random, double: bool) -> bytes:
 
 
 def decimal_bytes(prec: int, scale: int, neg: bool, ip: str, fp: str) -> bytes:
-    """The binlog bytes of a DECIMAL(prec, scale) from its digit strings (straight from the format)."""
-    intg = prec - scale
-    ip, fp = ip.rjust(intg, "0"), fp.ljust(scale, "0")
-    out = b""
-    lead = intg % 9
-    if lead:
-        out += int(ip[:lead]).to_bytes(_DIG2BYTES[lead], "big")
-    for k in range(lead, intg, 9):
-        out += int(ip[k:k + 9]).to_bytes(4, "big")
-    full = scale // 9 * 9
-    for k in range(0, full, 9):
-        out += int(fp[k:k + 9]).to_bytes(4, "big")
-    if scale % 9:
-        out += int(fp[full:]).to_bytes(_DIG2BYTES[scale % 9], "big")
-    b = bytearray(out)
-    if neg:
-        b = bytearray(x ^ 0xFF for x in b)
-    b[0] ^= 0x80
+    """The binlog bytes of a DECIMAL(prec, scale) from its digit strings (test_binlog_format's packer,
+    straight from the format description)."""
+    b = _pack_decimal(("-" if neg else "") + ip + "." + fp, prec, scale)
     assert len(b) == decimal_size(prec, scale)
-    return bytes(b)
+    return b
 
 
 def decimal_value(rnd: random.Random, prec: int, scale: int) -> bytes:
@@ -618,6 +604,18 @@ def test_null_bitmap_spans_bytes():
                 assert (row[i] == "NULL") == (vals[i] is None), (n, i)
 
 
+def random_case(rnd: random.Random, kind: str | None = None):
+    """A random table (1-20 columns), its table map, both codecs, a kind (random unless given) and its present bitmaps."""
+    n = rnd.randint(1, 20)
+    cols = random_table(rnd, n)
+    tm = table(cols)
+    codecs = {True: RowCodec(tm, native=True), False: RowCodec(tm, native=False)}
+    kind = kind or rnd.choice(["insert", "delete", "update"])
+    pb = random_present(rnd, n)
+    pa = pb if kind != "update" else random_present(rnd, n)
+    return n, cols, tm, codecs, kind, pb, pa
+
+
 # --- damaged images -------------------------------------------------------------------------------------
 
 @native
@@ -628,13 +626,7 @@ def test_truncated_images_raise_in_both():
     rnd = random.Random(77)
     raised: Counter = Counter()
     for shape in range(60):
-        n = rnd.randint(1, 20)
-        cols = random_table(rnd, n)
-        tm = table(cols)
-        codecs = {True: RowCodec(tm, native=True), False: RowCodec(tm, native=False)}
-        kind = ("insert", "delete", "update")[shape % 3]
-        pb = random_present(rnd, n)
-        pa = pb if kind != "update" else random_present(rnd, n)
+        n, cols, tm, codecs, kind, pb, pa = random_case(rnd, ("insert", "delete", "update")[shape % 3])
         # short strings (still behind 2-4 byte length prefixes): events of a few hundred bytes
         body, off, bounds = random_event(rnd, cols, kind, rnd.randint(1, 3), pb, pa, cap=30)
         hdr = header(kind, n, bitmap(n, pb), bitmap(n, pa), off)
@@ -746,13 +738,7 @@ def test_random_garbage_never_crashes():
     rnd = random.Random(99)
     seen: Counter = Counter()
     for shape in range(250):
-        n = rnd.randint(1, 20)
-        cols = random_table(rnd, n)
-        tm = table(cols)
-        codecs = {True: RowCodec(tm, native=True), False: RowCodec(tm, native=False)}
-        kind = rnd.choice(["insert", "delete", "update"])
-        pb = random_present(rnd, n)
-        pa = pb if kind != "update" else random_present(rnd, n)
+        n, cols, tm, codecs, kind, pb, pa = random_case(rnd)
         wb = random_want(rnd, n) if kind != "insert" else None
         wa = random_want(rnd, n) if kind != "delete" else None
         for _ in range(6):
