@@ -248,10 +248,7 @@ def _native_column(c: _Col) -> tuple[int, int, int, int, object] | None:
     if t == F.MYSQL_TYPE_NEWDECIMAL:
         return (_NK_DECIMAL, c.precision, c.scale, c.size, None) if c.size <= 40 else None
     if t == F.MYSQL_TYPE_ENUM:
-        lits = None
-        if c.members is not None:
-            lits = ("0",) + tuple(_Gen.member_literal(c, m) for m in c.members)
-        return _NK_ENUM, c.size, 0, 0, lits
+        return _NK_ENUM, c.size, 0, 0, None if c.members is None else _enum_table(c)
     if t == F.MYSQL_TYPE_SET:
         return _NK_SET, c.size, 0, 0, None if c.members is None else _set_table(c)
     if c.size is None:
@@ -261,6 +258,11 @@ def _native_column(c: _Col) -> tuple[int, int, int, int, object] | None:
             return (_NK_BIN, c.prefix, pad, 0, None) if pad < 1 << 15 else None
         return _NK_UTF8 if cs in F.UTF8_CHARSETS else _NK_OTHER, c.prefix, 0, 0, "_" + cs + " X'"
     return None
+
+
+def _enum_table(c: _Col) -> tuple[str, ...]:
+    """An ENUM column's literals by value (0: the empty value's '0')."""
+    return ("0",) + tuple(_Gen.member_literal(c, m) for m in c.members)
 
 
 def _set_table(c: _Col):
@@ -370,7 +372,7 @@ class _Gen:
             if c.members is None:
                 e(f"{tgt} = str({x})")
             else:
-                lits = ("0",) + tuple(self.member_literal(c, m) for m in c.members)
+                lits = _enum_table(c)
                 k = self.const(lits)
                 e(f"x = {x}")
                 e(f"{tgt} = {k}[x] if x < {len(lits)} else str(x)")
