@@ -125,10 +125,20 @@ build_native() {
   fi
 }
 
+# The project's Python byte-compiled ahead, as a package install does: a flashback (and the second
+# process it spawns) imports about 40 modules, and compiling them from source takes 0.04 s of a
+# 0.3-0.5 s run when bytecode is not written at import (PYTHONDONTWRITEBYTECODE, a read-only
+# checkout). Stale files are rewritten; __pycache__ is gitignored.
+compile_python() {
+  "${ROOT}/.venv/bin/python" -m compileall -q -j 0 "${ROOT}/plugins" "${ROOT}/dags" >/dev/null \
+    || log "WARNING: byte-compiling plugins/ and dags/ failed; imports compile from source (slower start)"
+}
+
 main() {
   install_system "$@"
   install_python "$@"
   build_native
+  compile_python
 }
 
 main "$@"

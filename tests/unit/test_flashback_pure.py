@@ -88,6 +88,18 @@ def test_unquoted_names_are_letters_digits_dollar_underscore(bad):
         Selection.parse(databases=["a b"])
 
 
+def test_the_unquoted_name_class_is_letters_digits_dollar_underscore_and_the_bmp_beyond_ascii():
+    # written as what it leaves out (fast to compile); the same set as MySQL's, every code point
+    import re
+
+    from mysqlbackup.flashback import select
+    allowed = re.compile("[0-9A-Za-z$_\\u0080-\\uffff]")
+    ours = re.compile(select._UNQUOTED)
+    assert [c for c in range(0x110000) if bool(allowed.fullmatch(chr(c))) != bool(ours.fullmatch(chr(c)))] == []
+    assert select.as_typed("shop", "événements") == "shop.événements"
+    assert select.as_typed("a😀", "t") == "`a😀`.t"
+
+
 def test_an_empty_flashback_says_no_binlog_was_read():
     from mysqlbackup.flashback.engine import Summary
     assert "-- binlogs read: none (no event was read)\n" in Summary().header()
@@ -175,11 +187,14 @@ def test_spool_reverses_transactions_and_statements(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_spool_handles_many_statements_across_chunks(tmp_path):
+@pytest.mark.parametrize("memory", [None, 0, 1000, 100_000])
+def test_spool_handles_many_statements_across_chunks(tmp_path, memory):
+    """In memory (the default cap), on disk from the start (0), or moved to disk part way."""
+    import os
     rnd = random.Random(3)
     txs = [[f"T{t}S{s}" + "x" * rnd.randint(0, 30) + ";" for s in range(rnd.randint(1, 20000 if t == 3 else 40))]
            for t in range(8)]
-    with Spool(str(tmp_path)) as sp:
+    with Spool(str(tmp_path)) if memory is None else Spool(str(tmp_path), memory) as sp:
         for t, stmts in enumerate(txs):
             sp.begin(f"-- {t}\n")
             for s in stmts:
@@ -188,6 +203,8 @@ def test_spool_handles_many_statements_across_chunks(tmp_path):
         out = io.BytesIO()
         sp.write_reversed(out)
         assert sp.statements == sum(map(len, txs))
+        on_disk = os.path.getsize(os.path.join(sp._dir, "statements"))
+    assert on_disk == (0 if memory is None else len(out.getvalue()) - 15 * len(txs))  # all but BEGIN/COMMIT
     expected = "".join(f"-- {t}\nBEGIN;\n" + "".join(s + "\n" for s in reversed(stmts)) + "COMMIT;\n"
                        for t, stmts in reversed(list(enumerate(txs))))
     assert out.getvalue().decode() == expected
@@ -323,17 +340,19 @@ def test_lazy_guarded_update_code_equals_the_reference(raw_equal_means):
         assert ns["s"] == t.undo_update(before, after), (cols, key, gen, before, after)
 
 
+@pytest.mark.parametrize("memory", [1 << 30, 0, 3000])
 @pytest.mark.parametrize("group_bytes", [1 << 23, 300, 1])
-def test_spool_reverses_groups_of_small_and_large_transactions_exactly(monkeypatch, group_bytes):
+def test_spool_reverses_groups_of_small_and_large_transactions_exactly(monkeypatch, group_bytes, memory):
     """Small transactions written in groups, large ones (and ones wider than the group's bytes)
-    one at a time, discarded ones in between: the same text as reversing a plain list."""
+    one at a time, discarded ones in between: the same text as reversing a plain list; with the
+    text in memory, on disk, or moved to disk part way."""
     from mysqlbackup.flashback import spool as spool_mod
     monkeypatch.setattr(spool_mod, "_CHUNK", 64)
     monkeypatch.setattr(spool_mod, "_GROUP_BYTES", group_bytes)
     rnd = random.Random(group_bytes)
     model = []
     out = io.BytesIO()
-    with Spool() as sp:
+    with Spool(memory=memory) as sp:
         for n in range(700):
             size = rnd.choice([1, 1, 2, 3, 5, 15, 16, 17, 40, 64, 65, 200])
             stmts = [f"S{n}.{k} {'é' * rnd.randint(0, 3)}{'x' * rnd.randint(0, 60)};" for k in range(size)]

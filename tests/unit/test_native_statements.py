@@ -100,6 +100,9 @@ def test_native_statements_equal_the_generated_code_on_random_shapes():
             want = python.statements(bytes(body), hdr, sql)
             assert got == want, (types, nullable, key, generated, sql.guard_row, kind)
             assert "native rows" in native.sources.values()
+            # the spool's block (native: built in C as UTF-8; Python: joined and encoded)
+            block = (("\n".join(reversed(want)) + "\n").encode("utf-8"), len(want))
+            assert native.block(bytes(body), hdr, sql) == block == python.block(bytes(body), hdr, sql)
             # and the builder's own reference methods agree (literals: the decoded ones)
             lits = python.decode(bytes(body), hdr)
             ref = [sql.undo_insert(r) if kind == "insert" else sql.undo_delete(r) if kind == "delete"
@@ -123,6 +126,8 @@ def test_native_statements_refuse_a_damaged_event():
     for cut in range(1, len(body)):
         with pytest.raises(BinlogError):
             codec.statements(body[:cut], hdr, sql)
+        with pytest.raises(BinlogError):
+            codec.block(body[:cut], hdr, sql)
 
 
 def test_native_rows_check_their_plan():
@@ -130,6 +135,9 @@ def test_native_rows_check_their_plan():
     spec = (bytes([7, 2, 0, 0, 0, 0, 0, 0]), (None,))
     buf = b"\x00" + (5).to_bytes(4, "little")
     assert decode._rowimage.rows(buf, 0, len(buf), None, spec, ("T", ("x=", 0, ";"))) == ["x=5;"]
+    assert decode._rowimage.rows(buf * 2, 0, 2 * len(buf), None, spec, ("T", ("é=", 0, ";")), True) == (
+        "é=5;\né=5;\n".encode(), 2)
+    assert decode._rowimage.rows(buf, 0, 0, None, spec, ("T", ("x=", 0, ";")), True) == (b"", 0)
     for plan in [("T", ("x=", 1)), ("T", ("x=", -1)), ("T", ("x=", 1.5)), ("Q", ()), ("U", "h", (), (0,), b"\x00",
                                                                                         ("a=",), ("a<=>",))]:
         with pytest.raises(TypeError):

@@ -4,8 +4,9 @@
  * its time decoding wide rows and rows without a key in the generated Python codecs, 1-2 us per
  * value in CPython; the C tool decodes nothing (it reverses event bytes) and runs 3-5x faster.
  * This module decodes one row image (the columns of a rows event's present bitmap) in one call
- * and returns the literal texts; the statement around them is still built by the generated
- * Python code. decode.py generates the call only when every column of the image is of a type
+ * and returns the literal texts (image), or decodes a whole rows event and builds its inverse
+ * statements from TableSQL's template or guarded-UPDATE rule (rows), as a list or as the
+ * spool's UTF-8 block. decode.py uses it only when every column of the image is of a type
  * handled here, and keeps the generated Python decoders as the reference and the fallback
  * (no compiler on the host, MYSQLBACKUP_NATIVE=0): the tests compare both on every type.
  *
@@ -503,18 +504,91 @@ static int str_differ(PyObject *x, PyObject *y) {
     return memcmp(PyUnicode_DATA(x), PyUnicode_DATA(y), n * PyUnicode_KIND(x)) != 0;
 }
 
+/* The statements of a rows event as one UTF-8 block: each row's text appended to buf (its start in
+ * starts), reversed at the end into one bytes object, one line per statement. */
+typedef struct {
+    char *buf;
+    Py_ssize_t len, cap;
+    Py_ssize_t *starts;
+    Py_ssize_t nrows, scap;
+} block_t;
+
+static int block_put(block_t *b, PyObject **pc, Py_ssize_t n) {
+    Py_ssize_t need = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (PyUnicode_IS_ASCII(pc[i])) {
+            need += PyUnicode_GET_LENGTH(pc[i]);
+        } else {
+            Py_ssize_t l;
+            if (!PyUnicode_AsUTF8AndSize(pc[i], &l)) return -1;  /* cached in the str: used again below */
+            need += l;
+        }
+    }
+    if (b->nrows == b->scap) {
+        Py_ssize_t c = b->scap ? 2 * b->scap : 256;
+        Py_ssize_t *t = PyMem_Realloc(b->starts, sizeof(Py_ssize_t) * (size_t)c);
+        if (!t) { PyErr_NoMemory(); return -1; }
+        b->starts = t; b->scap = c;
+    }
+    if (b->len + need > b->cap) {
+        Py_ssize_t c = b->cap ? 2 * b->cap : 16384;
+        while (c < b->len + need) c *= 2;
+        char *t = PyMem_Realloc(b->buf, (size_t)c);
+        if (!t) { PyErr_NoMemory(); return -1; }
+        b->buf = t; b->cap = c;
+    }
+    b->starts[b->nrows++] = b->len;
+    char *o = b->buf + b->len;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t l;
+        const char *src;
+        if (PyUnicode_IS_ASCII(pc[i])) {
+            l = PyUnicode_GET_LENGTH(pc[i]);
+            src = (const char *)PyUnicode_1BYTE_DATA(pc[i]);
+        } else {
+            src = PyUnicode_AsUTF8AndSize(pc[i], &l);
+        }
+        memcpy(o, src, (size_t)l);
+        o += l;
+    }
+    b->len = o - b->buf;
+    return 0;
+}
+
+/* (bytes, rows): the rows newest first, each followed by a newline */
+static PyObject *block_take(block_t *b) {
+    PyObject *data = PyBytes_FromStringAndSize(NULL, b->len + b->nrows);
+    if (!data) return NULL;
+    char *o = PyBytes_AS_STRING(data);
+    Py_ssize_t stop = b->len;
+    for (Py_ssize_t r = b->nrows - 1; r >= 0; r--) {
+        Py_ssize_t st = b->starts[r];
+        memcpy(o, b->buf + st, (size_t)(stop - st));
+        o += stop - st;
+        *o++ = '\n';
+        stop = st;
+    }
+    return Py_BuildValue("(Nn)", data, b->nrows);
+}
+
 /* rows(buf, p, end, before_spec|None, after_spec|None, plan) -> [statement, ...]: every row of a
  * rows event decoded and its inverse statement built, as TableSQL.code's code would (decode.py
  * uses this only for whole images of native types; the tests compare both).
  *   plan ("T", pieces): each piece a str, or an int: the literal at that index of the row's
  *        wanted before literals followed by its wanted after literals;
- *   plan ("U", head, key, cols, iskey, eq, ns): the guarded UPDATE of TableSQL.update_rule. */
+ *   plan ("U", head, key, cols, iskey, eq, ns): the guarded UPDATE of TableSQL.update_rule.
+ * rows(..., plan, True) -> (block: bytes, rows): the same statements as one UTF-8 block, newest first,
+ * each followed by a newline ("\n".join(reversed(statements)) + "\n", encoded): what the flashback
+ * spool stores, without a str per statement, a list, a join and an encode. */
 static PyObject *rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 6 || !PyBytes_Check(args[0]) || !PyTuple_Check(args[5]) || PyTuple_GET_SIZE(args[5]) < 2) {
-        PyErr_SetString(PyExc_TypeError, "rows(buf: bytes, p, end, before_spec, after_spec, plan: tuple)");
+    if ((nargs != 6 && nargs != 7) || !PyBytes_Check(args[0]) || !PyTuple_Check(args[5])
+        || PyTuple_GET_SIZE(args[5]) < 2) {
+        PyErr_SetString(PyExc_TypeError, "rows(buf: bytes, p, end, before_spec, after_spec, plan: tuple[, block])");
         return NULL;
     }
+    int as_block = nargs == 7 ? PyObject_IsTrue(args[6]) : 0;
+    if (as_block < 0) return NULL;
     const unsigned char *buf = (const unsigned char *)PyBytes_AS_STRING(args[0]);
     Py_ssize_t p = PyLong_AsSsize_t(args[1]), end = PyLong_AsSsize_t(args[2]);
     if ((p == -1 || end == -1) && PyErr_Occurred()) return NULL;
@@ -573,8 +647,9 @@ static PyObject *rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     PyObject **lit = PyMem_Malloc(sizeof(PyObject *) * (nb + na + npieces + 1));
     if (!lit) return PyErr_NoMemory();
     PyObject **pc = lit + nb + na;
-    PyObject *out = PyList_New(0);
-    if (!out) { PyMem_Free(lit); return NULL; }
+    block_t blk = {NULL, 0, 0, NULL, 0, 0};
+    PyObject *out = as_block ? NULL : PyList_New(0);
+    if (!as_block && !out) { PyMem_Free(lit); return NULL; }
     while (p < end) {
         if (bspec && (p = decode_into(buf, p, end, bspec, lit)) < 0) goto fail;
         if (aspec && (p = decode_into(buf, p, end, aspec, lit + nb)) < 0) {
@@ -632,6 +707,12 @@ static PyObject *rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
                 pc[n++] = s_limit;
             }
         }
+        if (as_block) {
+            int r = block_put(&blk, pc, n);
+            for (Py_ssize_t i = 0; i < nb + na; i++) Py_DECREF(lit[i]);
+            if (r < 0) goto fail;
+            continue;
+        }
         PyObject *st = concat(pc, n);
         for (Py_ssize_t i = 0; i < nb + na; i++) Py_DECREF(lit[i]);
         if (!st) goto fail;
@@ -640,10 +721,17 @@ static PyObject *rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
         if (r < 0) goto fail;
     }
     PyMem_Free(lit);
+    if (as_block) {
+        out = block_take(&blk);
+        PyMem_Free(blk.buf);
+        PyMem_Free(blk.starts);
+    }
     return out;
 fail:
     PyMem_Free(lit);
-    Py_DECREF(out);
+    PyMem_Free(blk.buf);
+    PyMem_Free(blk.starts);
+    Py_XDECREF(out);
     return NULL;
 badplan:
     PyErr_SetString(PyExc_TypeError, "rows: plan is (\"T\", pieces) or (\"U\", head, key, cols, iskey, eq, ns) "
@@ -662,7 +750,8 @@ static PyMethodDef methods[] = {
     {"image", (PyCFunction)(void (*)(void))image, METH_FASTCALL,
      "image(buf, p, spec) -> (literal, ..., new_p): one row image's wanted columns as SQL literals"},
     {"rows", (PyCFunction)(void (*)(void))rows, METH_FASTCALL,
-     "rows(buf, p, end, before_spec, after_spec, plan) -> [statement, ...]: a rows event's inverse statements"},
+     "rows(buf, p, end, before_spec, after_spec, plan[, block]) -> [statement, ...] | (bytes, rows): a rows "
+     "event's inverse statements"},
     {"set_error", set_error, METH_O, "set_error(cls): the exception raised for a damaged image"},
     {NULL, NULL, 0, NULL},
 };

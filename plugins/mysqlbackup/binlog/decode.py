@@ -699,14 +699,30 @@ class RowCodec:
         lists of literals, no call per row): ``builder`` (a ``flashback.plan.TableSQL``) says
         which columns it wants (``wants(kind)``) and writes the code that makes the text from
         the literals' variables (``code(kind, before, after, const)``)."""
+        fn = self._statements_fn(header, builder)
+        buf = body if type(body) is bytes else bytes(body)
+        return fn(buf, header.rows_offset, len(buf))
+
+    def block(self, body: bytes | memoryview, header: RowsEventHeader, builder) -> tuple[bytes, int]:
+        """``statements`` as one UTF-8 block, newest first, a newline after each (what the
+        flashback spool stores), and their number: built in native code where ``statements``
+        is (no str per statement, no join, no encode), else from ``statements``' list."""
+        key = ("block", header.kind, header.present_before, header.present_after, builder)
+        fn = self._cache.get(key)
+        if fn is None:
+            st = self._statements_fn(header, builder)
+            fn = self._cache[key] = getattr(st, "block", None) or _joined(st)
+        buf = body if type(body) is bytes else bytes(body)
+        return fn(buf, header.rows_offset, len(buf))
+
+    def _statements_fn(self, header: RowsEventHeader, builder):
         key = (header.kind, header.present_before, header.present_after, builder)
         fn = self._cache.get(key)
         if fn is None:
             wb, wa = builder.wants(header.kind)
             fn = self._cache[key] = self._build((header.kind, header.present_before, header.present_after,
                                                  wb, wa), builder)
-        buf = body if type(body) is bytes else bytes(body)
-        return fn(buf, header.rows_offset, len(buf))
+        return fn
 
     def _build(self, key, builder=None):
         kind, pb, pa, wb, wa = key
@@ -821,7 +837,19 @@ class RowCodec:
 
         def statements(buf, p, end):
             return rows(buf, p, end, bspec, aspec, plan)
+
+        def block(buf, p, end):
+            return rows(buf, p, end, bspec, aspec, plan, True)
+        statements.block = block
         return statements
+
+
+def _joined(statements):
+    """A ``statements`` function's list as ``RowCodec.block``'s (bytes, rows)."""
+    def block(buf, p, end):
+        out = statements(buf, p, end)
+        return ("\n".join(reversed(out)) + "\n").encode("utf-8") if out else b"", len(out)
+    return block
 
 
 # --- single values (for tests and tools) -----------------------------------------------------------

@@ -27,7 +27,7 @@ from mysqlbackup.flashback.check import body_line
 from mysqlbackup.flashback.ddl import classify, touched_tables
 from mysqlbackup.flashback.plan import TableSQL
 from mysqlbackup.flashback.select import Gtid, Position, Selection, UserError, as_typed, fld
-from mysqlbackup.flashback.spool import Spool
+from mysqlbackup.flashback.spool import MEMORY as SPOOL_MEMORY, Spool
 from mysqlbackup.text import capped
 
 _ROWS = frozenset(F.ROWS_EVENT_KIND)
@@ -109,7 +109,7 @@ class Flashback:
 
     def __init__(self, selection: Selection, source: str, spool_dir: str | None = None,
                  log: Callable[[str], None] | None = None, progress_seconds: float = 10.0,
-                 where: str = "row", generated: dict | None = None) -> None:
+                 where: str = "row", generated: dict | None = None, spool_memory: int = SPOOL_MEMORY) -> None:
         if where not in ("row", "key"):
             raise FlashbackError(f"where must be 'row' (key + whole row image: a row changed since is caught) or "
                                  f"'key' (primary key only: faster, overwrites later changes), got {where!r}")
@@ -122,7 +122,7 @@ class Flashback:
         if generated is not None:
             n = sum(len(v) for v in generated.values())
             self.summary.generated_note = f"{n} found on the server, left out of INSERT and SET"
-        self.spool = Spool(spool_dir)
+        self.spool = Spool(spool_dir, spool_memory)
         self.log = log or (lambda _m: None)
         self.progress_seconds = progress_seconds
         self.tables_seen: set[tuple[str, str]] = set()      # selected tables met in the binlogs
@@ -150,7 +150,7 @@ class Flashback:
         shaped: dict[bytes, tuple] = {}      # table-map shape -> plan: survives table ids changing
         mapped: dict[bytes, tuple] = {}      # table-map body -> (table id, (schema, table), plan or None or False)
         fde_seen = None
-        add_many = spool.add_many
+        add_block = spool.add_block
         fulls: dict[int, bytes] = {}
         rows_post = None
         tm_post = 8
@@ -238,10 +238,10 @@ class Flashback:
                             raise FlashbackError(self._start_cut(ev, gtid if began else None, tx_where))
                         spool.begin("")
                         tx_open = True
-                    stmts = codec.statements(ev.body, hdr, sql)  # one inverse statement per row
-                    add_many(stmts)
-                    tx_rows += len(stmts)
-                    per_table[name][kind] += len(stmts)
+                    data, n = codec.block(ev.body, hdr, sql)  # one inverse statement per row, reversed
+                    add_block(data, n)
+                    tx_rows += n
+                    per_table[name][kind] += n
                     self.tables_with_rows.add(qname)
                     if first is None:
                         first = (ev.file, ev.pos, ev.timestamp)
@@ -712,7 +712,8 @@ def _work(source: tuple, start, stop, selection: Selection, where: str, spool_di
           progress_seconds: float = 1e9, front: tuple | None = None) -> dict:
     """One read: invert [start, stop) and write it reversed (no header) to ``part``. ``front``:
     (shared, bounds, file index) of the first process's read (``_Front``)."""
-    fb = Flashback(selection, "", spool_dir, log, progress_seconds, where, generated)
+    # two of these run at once: each keeps half the statement text in memory that one process would
+    fb = Flashback(selection, "", spool_dir, log, progress_seconds, where, generated, SPOOL_MEMORY // 2)
     try:
         reader = _events(source, start, stop)
         events = _Front(reader, *front) if front else reader
