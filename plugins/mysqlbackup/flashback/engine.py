@@ -525,9 +525,10 @@ class Flashback:
                                  f"start at {_utc(first[1])} UTC ({first[0]}): changes in between are not in these "
                                  "files; add the earlier binlogs or start the window later")
 
-    def write(self, path: str, parts: list[str] | None = None) -> Summary:
+    def write(self, path: str, parts: list[str] | None = None, then: Spool | None = None) -> Summary:
         """Check, then write the script (atomically: a temp file renamed into place). ``parts``:
-        already reversed scripts of other processes, newest first, written instead of the spool."""
+        already reversed scripts of other processes, newest first, written instead of the spool,
+        and after them ``then``'s (the oldest part's spool, kept by the process that read it)."""
         self.check()
         s = self.summary
         if self._first_event:
@@ -553,6 +554,9 @@ class Flashback:
                             if n <= 0:
                                 raise OSError(f"copy_file_range stopped with {left} bytes of {part} left")
                             left -= n
+                if then is not None:
+                    out.seek(0, os.SEEK_END)  # the buffered file's position after the kernel's copies
+                    then.write_reversed(out)
             out.flush()
             s.body_sha256 = _sha256_from(out.fileno(), len(head))
             final = s.header().encode("utf-8")
@@ -708,12 +712,17 @@ class _Front:
 
 
 def _work(source: tuple, start, stop, selection: Selection, where: str, spool_dir: str | None,
-          part: str, generated: dict | None = None, log: Callable[[str], None] | None = None,
-          progress_seconds: float = 1e9, front: tuple | None = None) -> dict:
-    """One read: invert [start, stop) and write it reversed (no header) to ``part``. ``front``:
-    (shared, bounds, file index) of the first process's read (``_Front``)."""
-    # two of these run at once: each keeps half the statement text in memory that one process would
-    fb = Flashback(selection, "", spool_dir, log, progress_seconds, where, generated, SPOOL_MEMORY // 2)
+          part: str | None, generated: dict | None = None, log: Callable[[str], None] | None = None,
+          progress_seconds: float = 1e9, front: tuple | None = None):
+    """One read: invert [start, stop) and write it reversed (no header) to ``part``; its state.
+    ``front``: (shared, bounds, file index) of the first process's read (``_Front``); that read
+    writes no part: it returns (state, its Flashback) and the caller writes its spool last into
+    the script (one copy of its text fewer) and closes it."""
+    # the second process's parts are parts of windows large enough to split, whose scripts seldom
+    # fit: it keeps a quarter of the statement text in memory that one process would; the first
+    # process (which reads the whole window when it is too small to split) keeps as much
+    fb = Flashback(selection, "", spool_dir, log, progress_seconds, where, generated,
+                   SPOOL_MEMORY if front else SPOOL_MEMORY // 4)
     try:
         reader = _events(source, start, stop)
         events = _Front(reader, *front) if front else reader
@@ -722,11 +731,15 @@ def _work(source: tuple, start, stop, selection: Selection, where: str, spool_di
                 fb.feed(events)
         else:
             fb.feed(events)
+        if front:
+            kept, fb = fb, None
+            return kept.state(), kept
         with open(part, "wb") as out:
             fb.spool.write_reversed(out)
         return fb.state()
     finally:
-        fb.close()
+        if fb is not None:
+            fb.close()
 
 
 def _claim_back(sh) -> int | None:
@@ -836,6 +849,7 @@ def _two_processes(source: tuple, start: tuple[str, int], stop: tuple[str, int] 
     _start_without_main(helper)
     theirs.close()
     prefix = f"{output_path}.part"
+    front_fb = None
     try:
         try:
             # (the planner's threshold as this process has it: a spawned process imports its own)
@@ -847,8 +861,8 @@ def _two_processes(source: tuple, start: tuple[str, int], stop: tuple[str, int] 
             return None
         log("reading in 2 processes: this one from the start, the second walks the window for its parts")
         t_front = time.time()
-        front = _work(source, start, stop, selection, where, spool_dir, f"{prefix}0", generated, log,
-                      progress_seconds, front=(shared, bounds, index))
+        front, front_fb = _work(source, start, stop, selection, where, spool_dir, None, generated, log,
+                                progress_seconds, front=(shared, bounds, index))
         t_front = time.time() - t_front
         with shared.get_lock():
             published = shared[_PUB] == 1
@@ -887,10 +901,13 @@ def _two_processes(source: tuple, start: tuple[str, int], stop: tuple[str, int] 
         try:
             fb.absorb(front, *(state for _, state in back))
             fb._t0 = t0
-            return fb.write(output_path, parts=[f"{prefix}{j}" for j, _ in reversed(back)] + [f"{prefix}0"])
+            # the second process's parts (newest first), then this one's spool: the window's start
+            return fb.write(output_path, parts=[f"{prefix}{j}" for j, _ in reversed(back)], then=front_fb.spool)
         finally:
             fb.close()
     finally:
+        if front_fb is not None:
+            front_fb.close()
         mine.close()
         if helper.is_alive():
             helper.terminate()
