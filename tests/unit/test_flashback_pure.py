@@ -210,6 +210,27 @@ def test_spool_handles_many_statements_across_chunks(tmp_path, memory):
     assert out.getvalue().decode() == expected
 
 
+def test_spool_limited_part_way_moves_its_text_to_disk_and_keeps_it_exact(tmp_path):
+    """limit() (the first process learning that the window is split): the text so far and
+    everything after it goes to the data file at the next write; the script is the same."""
+    import os
+    outs = []
+    for limit_at in (None, 3, 0):
+        with Spool(str(tmp_path)) as sp:
+            for t in range(6):
+                if t == limit_at:
+                    sp.limit(50)
+                sp.begin(f"-- {t}\n")
+                sp.add_many([f"T{t}S{k} 'é';" for k in range(10)])
+                sp.commit()
+            out = io.BytesIO()
+            sp.write_reversed(out)
+            on_disk = os.path.getsize(os.path.join(sp._dir, "statements"))
+        outs.append(out.getvalue())
+        assert (on_disk > 0) == (limit_at is not None)
+    assert outs[0] == outs[1] == outs[2] and outs[0].startswith(b"-- 5\nBEGIN;\nT5S9 '\xc3\xa9';\n")
+
+
 def test_cli_runs_in_the_project_venv_whatever_python_starts_it():
     """A DBA runs bin/mysql-flashback with any python3: it re-executes in .venv (pymysql is there)."""
     import os

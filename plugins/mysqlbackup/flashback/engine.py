@@ -659,10 +659,11 @@ class _Front:
     has taken it, as a stop position ends a read (``stopped``). The reader's ``cut_at`` and
     ``cut_event`` pass through."""
 
-    def __init__(self, events, shared, bounds, index: dict[str, int]) -> None:
+    def __init__(self, events, shared, bounds, index: dict[str, int], on_split: Callable[[], None] | None = None) -> None:
         self._events, self._shared, self._bounds, self._index = events, shared, bounds, index
         self._stopped = False
         self._wait = PARTS_FIRST
+        self._on_split = on_split  # called once, when the parts are published (the window is split)
 
     def __getattr__(self, name: str):
         return getattr(self._events, name)
@@ -694,6 +695,8 @@ class _Front:
                     if not published:
                         yield ev
                         continue
+                    if self._on_split is not None:
+                        self._on_split()
                     marks = [(bounds[2 * k], bounds[2 * k + 1]) for k in range(n - 1)]
                     i = sum(1 for m in marks if m < here)  # the boundaries passed: this read's part is i
                     nxt = marks[i] if i < n - 1 else (_END, 0)
@@ -718,14 +721,16 @@ def _work(source: tuple, start, stop, selection: Selection, where: str, spool_di
     ``front``: (shared, bounds, file index) of the first process's read (``_Front``); that read
     writes no part: it returns (state, its Flashback) and the caller writes its spool last into
     the script (one copy of its text fewer) and closes it."""
-    # the second process's parts are parts of windows large enough to split, whose scripts seldom
-    # fit: it keeps a quarter of the statement text in memory that one process would; the first
-    # process (which reads the whole window when it is too small to split) keeps as much
+    # parts are parts of windows large enough to split, whose scripts seldom fit: each process keeps a
+    # quarter of the statement text in memory that one process would. The first process reads the
+    # whole window when it is too small to split: it keeps as much as one process until it learns
+    # that the window is split (the two then stay under 150 MB together)
     fb = Flashback(selection, "", spool_dir, log, progress_seconds, where, generated,
                    SPOOL_MEMORY if front else SPOOL_MEMORY // 4)
     try:
         reader = _events(source, start, stop)
-        events = _Front(reader, *front) if front else reader
+        spool = fb.spool
+        events = _Front(reader, *front, on_split=lambda: spool.limit(SPOOL_MEMORY // 4)) if front else reader
         if source[0] == "live":
             with reader:
                 fb.feed(events)

@@ -104,6 +104,11 @@ class Spool:
         self._n_stmts = stmts_before
         self._open = None
 
+    def limit(self, memory: int) -> None:
+        """Keep at most ``memory`` bytes of text in memory from now on (moved to the data file at
+        the next write past it)."""
+        self._memory = min(self._memory, memory)
+
     def _write(self, data: bytes) -> None:
         mem = self._mem
         if mem is not None:
