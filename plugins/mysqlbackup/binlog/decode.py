@@ -691,17 +691,24 @@ class RowCodec:
         fn = self._cache.get(key)
         if fn is None:
             fn = self._cache[key] = self._build(key)
+        return self._run(fn, body, header)
+
+    def _run(self, fn, body: bytes | memoryview, header: RowsEventHeader):
         buf = body if type(body) is bytes else bytes(body)
-        return fn(buf, header.rows_offset, len(buf))
+        try:
+            return fn(buf, header.rows_offset, len(buf))
+        except (IndexError, struct.error) as exc:
+            # the generated Python read past the event's end (a byte indexed, an unpack_from) before
+            # its own end check: the same error as the native decoder's
+            raise BinlogError(f"rows event for {self.table_map.schema}.{self.table_map.table}: a row image "
+                              f"runs past the end of the event ({type(exc).__name__}: {exc})") from None
 
     def statements(self, body: bytes | memoryview, header: RowsEventHeader, builder) -> list[str]:
         """One text per row of a rows event, built inside the generated decoder (no per-row
         lists of literals, no call per row): ``builder`` (a ``flashback.plan.TableSQL``) says
         which columns it wants (``wants(kind)``) and writes the code that makes the text from
         the literals' variables (``code(kind, before, after, const)``)."""
-        fn = self._statements_fn(header, builder)
-        buf = body if type(body) is bytes else bytes(body)
-        return fn(buf, header.rows_offset, len(buf))
+        return self._run(self._statements_fn(header, builder), body, header)
 
     def block(self, body: bytes | memoryview, header: RowsEventHeader, builder) -> tuple[bytes, int]:
         """``statements`` as one UTF-8 block, newest first, a newline after each (what the
@@ -712,8 +719,7 @@ class RowCodec:
         if fn is None:
             st = self._statements_fn(header, builder)
             fn = self._cache[key] = getattr(st, "block", None) or _joined(st)
-        buf = body if type(body) is bytes else bytes(body)
-        return fn(buf, header.rows_offset, len(buf))
+        return self._run(fn, body, header)
 
     def _statements_fn(self, header: RowsEventHeader, builder):
         key = (header.kind, header.present_before, header.present_after, builder)
