@@ -3,12 +3,13 @@
 The generated Python decoders are the reference: for the same bytes ``RowCodec(native=True)``
 must give exactly the literals of ``RowCodec(native=False)``, for every type the native decoder
 handles (integers, FLOAT/DOUBLE, YEAR, DATE, DECIMAL, TIME2/DATETIME2/TIMESTAMP2, ENUM, SET and
-the string types in binary, UTF-8 and other charsets), one column at a time and in random
+BIT and the string types in binary, UTF-8 and other charsets), one column at a time and in random
 multi-column tables (NULLs, partial present bitmaps, wanted subsets, insert/delete/update). A
 damaged image (cut short, random bytes) must raise in both (BinlogError natively) and never
 crash the interpreter; the one allowed difference is a DECIMAL digit group out of range (never
 written by a server), which only the native decoder refuses. Types the native decoder leaves
-to Python (BIT, the pre-5.6 temporal types) are decoded by Python even with native=True.
+to Python (the pre-5.6 temporal types, a BIT wider than 8 bytes from a damaged table map) are
+decoded by Python even with native=True.
 
 Everything is seeded (fixed random.Random seeds): the same inputs on every run, in a few seconds.
 """
@@ -389,8 +390,11 @@ _DECIMALS = [(1, 0), (1, 1), (2, 1), (5, 2), (9, 0), (9, 9), (10, 0), (10, 10), 
 
 
 def random_column(rnd: random.Random, nullable: bool = False) -> Col:
-    k = rnd.randrange(12)
+    k = rnd.randrange(13)
     kw = {"nullable": nullable}
+    if k == 12:
+        width = rnd.choice([1, 1, 2, 8, 9, 16, 33, 63, 64])  # BIT(width): whole bytes, then the bits left
+        return Col(F.MYSQL_TYPE_BIT, (width // 8) << 8 | width % 8, **kw)
     if k == 0:
         return c_int(rnd.choice(list(_INT_SIZES)), rnd.random() < 0.5, **kw)
     if k == 1:
@@ -448,6 +452,8 @@ def single_column_shapes() -> list[Col]:
         shapes += [c_char(n, coll) for n in (0, 1, 10, 255, 256, 765)]
         shapes += [c_blob(k, coll) for k in (1, 2, 3, 4)]
     shapes += [c_blob(k, None, F.MYSQL_TYPE_GEOMETRY) for k in (1, 4)]
+    # BIT(1), (7), (8), (9), (17), (63), (64); meta 0 (a damaged map: no bytes, the value 0)
+    shapes += [Col(F.MYSQL_TYPE_BIT, m) for m in (1, 7, 1 << 8, 1 << 8 | 1, 2 << 8 | 1, 7 << 8 | 7, 8 << 8, 0)]
     return shapes
 
 
@@ -490,6 +496,10 @@ def test_known_literals_both_ways():
         (Col(F.MYSQL_TYPE_FLOAT, 4), struct.pack("<f", 0.1), repr(struct.unpack("<f", struct.pack("<f", 0.1))[0])),
         (Col(F.MYSQL_TYPE_FLOAT, 4), b"\x00\x00\xc0\xff", "nan"),
         (Col(F.MYSQL_TYPE_YEAR), b"\x00", "0000"), (Col(F.MYSQL_TYPE_YEAR), b"\xff", "2155"),
+        (Col(F.MYSQL_TYPE_BIT, 1), b"\x00", "b'0'"), (Col(F.MYSQL_TYPE_BIT, 1), b"\x01", "b'1'"),
+        (Col(F.MYSQL_TYPE_BIT, 1 << 8 | 4), b"\x0a\x05", "b'101000000101'"),
+        (Col(F.MYSQL_TYPE_BIT, 8 << 8), b"\xff" * 8, "b'" + "1" * 64 + "'"),
+        (Col(F.MYSQL_TYPE_BIT, 8 << 8), b"\x80" + b"\x00" * 7, "b'1" + "0" * 63 + "'"),
         (Col(F.MYSQL_TYPE_DATE), b"\x00\x00\x00", "'0000-00-00'"),
         (c_decimal(5, 2), decimal_bytes(5, 2, True, "0", "00"), "-0.00"),
         (c_decimal(9, 9), decimal_bytes(9, 9, False, "", "000000001"), "0.000000001"),
@@ -782,14 +792,14 @@ def test_decimal_digit_group_out_of_range_raises_natively_only():
 
 @native
 def test_types_left_to_python_fall_back():
-    """An image with a BIT or pre-5.6 TIMESTAMP/DATETIME/TIME column is decoded by the generated
-    Python even with native=True (no NIMG call in its source), with the same literals; the other
-    image of an update, without such a column, still goes native."""
+    """An image with a pre-5.6 TIMESTAMP/DATETIME/TIME column (or a BIT wider than 8 bytes, from a
+    damaged table map) is decoded by the generated Python even with native=True (no NIMG call in
+    its source), with the same literals; the other image of an update, without such a column,
+    still goes native."""
     rnd = random.Random(8)
     others = [c_int(F.MYSQL_TYPE_LONG, nullable=True), c_varchar(20, UTF8MB4, nullable=True),
               c_decimal(10, 2), Col(F.MYSQL_TYPE_DATETIME2, 3, nullable=True)]
-    for special in (Col(F.MYSQL_TYPE_BIT, 1 << 8 | 3), Col(F.MYSQL_TYPE_BIT, 8 << 8),
-                    Col(F.MYSQL_TYPE_BIT, 1), Col(F.MYSQL_TYPE_TIMESTAMP, 4),
+    for special in (Col(F.MYSQL_TYPE_BIT, 9 << 8), Col(F.MYSQL_TYPE_TIMESTAMP, 4),
                     Col(F.MYSQL_TYPE_DATETIME, 8), Col(F.MYSQL_TYPE_TIME, 3)):
         for pos in (0, 2, 4):
             cols = others[:pos] + [special] + others[pos:]

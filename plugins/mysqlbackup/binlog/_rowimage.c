@@ -31,7 +31,7 @@
 enum {
     K_I8S = 1, K_I8U, K_I16S, K_I16U, K_I24S, K_I24U, K_I32S, K_I32U, K_I64S, K_I64U,
     K_FLOAT, K_DOUBLE, K_YEAR, K_DATE, K_DECIMAL, K_TIME2, K_DATETIME2, K_TIMESTAMP2,
-    K_ENUM, K_SET, K_BIN, K_UTF8, K_OTHER
+    K_ENUM, K_SET, K_BIN, K_UTF8, K_OTHER, K_BIT
 };
 #define F_NULLABLE 1
 #define F_WANTED 2
@@ -329,6 +329,16 @@ static PyObject *value(int kind, int a, int b, int c, PyObject *obj, const unsig
         return fraction_tail(o, n, x, a, fb, 1);
     }
     case K_ENUM: return lookup(obj, le(s, a));
+    case K_BIT: {  /* b'<binary digits, no leading zeros>' of the big-endian value (a: 0-8 bytes) */
+        uint64_t x = be(s, a);
+        char t[2 + 64 + 1];
+        int k = 0;
+        t[k++] = 'b'; t[k++] = '\'';
+        if (!x) t[k++] = '0';
+        for (int i = x ? 63 - __builtin_clzll(x) : -1; i >= 0; i--) t[k++] = (char)('0' + ((x >> i) & 1));
+        t[k++] = '\'';
+        return ascii(t, k);
+    }
     case K_SET: return lookup(obj, le(s, a));
     default:
         PyErr_Format(PyExc_SystemError, "_rowimage: unknown column kind %d", kind);
@@ -347,7 +357,7 @@ static int fixed_size(int kind, int a, int c) {
     case K_TIME2: return 3 + (a + 1) / 2;
     case K_DATETIME2: return 5 + (a + 1) / 2;
     case K_TIMESTAMP2: return 4 + (a + 1) / 2;
-    case K_ENUM: case K_SET: return a;
+    case K_ENUM: case K_SET: case K_BIT: return a;
     default: return -1;   /* length-prefixed */
     }
 }

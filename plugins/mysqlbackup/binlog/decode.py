@@ -231,12 +231,12 @@ _NK_INT = {(F.MYSQL_TYPE_TINY, True): 1, (F.MYSQL_TYPE_TINY, False): 2,
 _NK_FIXED = {F.MYSQL_TYPE_FLOAT: 11, F.MYSQL_TYPE_DOUBLE: 12, F.MYSQL_TYPE_YEAR: 13,
              F.MYSQL_TYPE_DATE: 14, F.MYSQL_TYPE_NEWDATE: 14}
 _NK_TEMPORAL = {F.MYSQL_TYPE_TIME2: 16, F.MYSQL_TYPE_DATETIME2: 17, F.MYSQL_TYPE_TIMESTAMP2: 18}
-_NK_DECIMAL, _NK_ENUM, _NK_SET, _NK_BIN, _NK_UTF8, _NK_OTHER = 15, 19, 20, 21, 22, 23
+_NK_DECIMAL, _NK_ENUM, _NK_SET, _NK_BIN, _NK_UTF8, _NK_OTHER, _NK_BIT = 15, 19, 20, 21, 22, 23, 24
 
 
 def _native_column(c: _Col) -> tuple[int, int, int, int, object] | None:
     """(kind, a, b, c, object) of a column for the native decoder, None for a type it leaves to
-    Python (BIT, the pre-5.6 temporal types, NULL)."""
+    Python (the pre-5.6 temporal types, NULL, a BIT wider than 8 bytes: a damaged table map)."""
     t = c.type
     if t in (F.MYSQL_TYPE_TINY, F.MYSQL_TYPE_SHORT, F.MYSQL_TYPE_INT24, F.MYSQL_TYPE_LONG,
              F.MYSQL_TYPE_LONGLONG):
@@ -247,6 +247,8 @@ def _native_column(c: _Col) -> tuple[int, int, int, int, object] | None:
         return _NK_TEMPORAL[t], c.fsp, 0, 0, None
     if t == F.MYSQL_TYPE_NEWDECIMAL:
         return (_NK_DECIMAL, c.precision, c.scale, c.size, None) if c.size <= 40 else None
+    if t == F.MYSQL_TYPE_BIT:
+        return (_NK_BIT, c.size, 0, 0, None) if c.size <= 8 else None
     if t == F.MYSQL_TYPE_ENUM:
         return _NK_ENUM, c.size, 0, 0, None if c.members is None else _enum_table(c)
     if t == F.MYSQL_TYPE_SET:
