@@ -85,8 +85,7 @@ class Spool:
         self._open = None
         if self._n_blocks == first:
             return
-        self._flush_offsets()
-        head_off = self._data_end
+        head_off = self._data_end  # (the block starts stay in memory until _CHUNK of them: see add_block)
         self._write(header)
         self._txs.write(_TX.pack(first, head_off, len(header)))
         self.transactions += 1
