@@ -725,12 +725,13 @@ def _work(source: tuple, start, stop, selection: Selection, where: str, spool_di
     # quarter of the statement text in memory that one process would. The first process reads the
     # whole window when it is too small to split: it keeps as much as one process until it learns
     # that the window is split (the two then stay under 150 MB together)
+    part_memory = SPOOL_MEMORY // 4
     fb = Flashback(selection, "", spool_dir, log, progress_seconds, where, generated,
-                   SPOOL_MEMORY if front else SPOOL_MEMORY // 4)
+                   SPOOL_MEMORY if front else part_memory)
     try:
         reader = _events(source, start, stop)
         spool = fb.spool
-        events = _Front(reader, *front, on_split=lambda: spool.limit(SPOOL_MEMORY // 4)) if front else reader
+        events = _Front(reader, *front, on_split=lambda: spool.limit(part_memory)) if front else reader
         if source[0] == "live":
             with reader:
                 fb.feed(events)
